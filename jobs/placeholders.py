@@ -1,0 +1,92 @@
+"""Placeholders: the parts of a segment a translation must carry over unchanged.
+
+    find(text, markup)      -> placeholders in order ({name}, %s, <b>, `code`, URLs, ...)
+    protect(text, markup)   -> Protected: text with the opaque parts (inline code,
+                               URLs, link targets) replaced by ⟦n⟧ markers, to show the model
+    Protected.restore(out)  -> the model's output with the markers put back
+    check(source, translation, markup) -> list of problems, [] when all survived
+
+markup: "text" (strings from .po/.json/.txt/subtitles), "md" or "html".
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+MARK = "⟦{}⟧"
+_MARK_RE = re.compile(r"⟦(\d+)⟧")
+
+_URL = r"(?:https?|ftp)://[^\s<>\"'`)\]]*[^\s<>\"'`)\].,;:!?]|\bwww\.[^\s<>\"'`)\]]*[^\s<>\"'`)\].,;:!?]|\bmailto:[^\s<>\"'`)\]]+"
+_PATTERNS = {
+    "url": _URL,
+    "double_brace": r"\{\{-?\s*[^{}]+?\s*-?\}\}",
+    "brace": r"\{[\w.\-\[\]]*(?:![rsa])?(?::[^{}\s]*)?\}",
+    "printf": r"%(?:\([\w.\-]+\))?(?:\d+\$)?[-+#0]*(?:\d+|\*)?(?:\.\d+)?(?:l|ll|h|z)?[sdifFeEgGxXoucrp@]|%%",
+    "dollar": r"\$\d+|\$\{[\w.]+\}",
+    "tag": r"</?[A-Za-z][\w:.-]*(?:\s+[^<>]*?)?/?>|</?\d+/?>|<(?:\d+:)?\d{2}:\d{2}\.\d{3}>",
+    "emoji": r"(?<![\w:]):[a-z0-9_+\-]*[a-z][a-z0-9_+\-]*:(?![\w:])",
+}
+# Opaque in Markdown: code spans, autolinks, link targets ("](...)") and reference labels ("][x]").
+_MD_OPAQUE = r"(`+)[^`](?:.*?[^`])?\1(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+# Opaque in HTML runs: inline code-like elements with their content.
+_HTML_OPAQUE = r"<(code|kbd|samp)\b[^>]*>.*?</\1\s*>"
+
+_FIND = {
+    "text": re.compile("|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
+    "md": re.compile(f"(?:{_MD_OPAQUE})|" + "|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
+    "html": re.compile(f"(?:{_HTML_OPAQUE})|" + "|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
+}
+# What protect() hides from the model: never anything a translator should read.
+_ATTR_TAG = r"<[A-Za-z][\w:.-]*\s[^<>]*>"  # a tag with attributes: nothing in it to read
+_OPAQUE = {
+    "text": re.compile(_URL),
+    "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S),
+    "html": re.compile(f"(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S | re.I),
+}
+
+
+def find(text: str, markup: str = "text") -> list[str]:
+    return [m.group(0) for m in _FIND[markup].finditer(text)]
+
+
+def without_placeholders(text: str, markup: str = "text") -> str:
+    return _FIND[markup].sub(" ", text)
+
+
+@dataclass
+class Protected:
+    text: str
+    saved: list[str] = field(default_factory=list)
+
+    def restore(self, out: str) -> str:
+        def put(m: re.Match) -> str:
+            k = int(m.group(1))
+            return self.saved[k - 1] if 0 < k <= len(self.saved) else m.group(0)
+        return _MARK_RE.sub(put, out)
+
+
+def protect(text: str, markup: str = "text") -> Protected:
+    saved: list[str] = []
+
+    def hide(m: re.Match) -> str:
+        s = m.group(0)
+        if markup == "md" and s.startswith("]"):  # keep the "]" and the brackets readable
+            saved.append(s[1:])
+            return "]" + MARK.format(len(saved))
+        saved.append(s)
+        return MARK.format(len(saved))
+
+    return Protected(_OPAQUE[markup].sub(hide, text), saved)
+
+
+def check(source: str, translation: str, markup: str = "text") -> list[str]:
+    """Problems with a translation's placeholders: each one missing (as often
+    as it occurs in the source) and any leftover ⟦n⟧ marker."""
+    missing = Counter(find(source, markup)) - Counter(find(translation, markup))
+    problems = [f"missing {p!r}" + (f" (x{n})" if n > 1 else "") for p, n in missing.items()]
+    stray = _MARK_RE.findall(translation)
+    if stray and not _MARK_RE.search(source):
+        problems.append(f"stray marker(s) {', '.join(MARK.format(s) for s in stray)}")
+    return problems
