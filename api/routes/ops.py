@@ -1,0 +1,36 @@
+"""GET /health (200 only when something can serve) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from ..deps import json_response, state
+from ..metrics import render_backend
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request):
+    st = state(request)
+    try:
+        info = dict(await st.bridge.call(st.backend.health))
+        models = await st.bridge.call(st.backend.models)
+    except Exception as e:  # the backend itself is unreachable (Redis down): not ready
+        return json_response({"status": "unavailable", "error": f"{type(e).__name__}: {e}"}, status=503)
+    ready = bool(models) and info.get("ready", info.get("ok", True)) is not False
+    return json_response({"status": "ok" if ready else "unavailable", "models": models, **info},
+                         status=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    st = state(request)
+    lines = st.metrics.render()
+    try:
+        lines += render_backend(await st.bridge.call(st.backend.metrics))
+        lines.append("llamaq_backend_up 1")
+    except Exception:  # still expose the API's own numbers
+        lines.append("llamaq_backend_up 0")
+    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,64 @@
+"""Server-sent events in OpenAI's chunk format, built from a job's text deltas
+and its final record."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+DONE = b"data: [DONE]\n\n"
+
+
+def event(obj: dict) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+class ChunkWriter:
+    """Chunks for one streamed chat ("chat") or completion ("completion") job."""
+
+    def __init__(self, kind: str, job_id: str, model: str, include_usage: bool):
+        self.chat = kind == "chat"
+        self.id = ("chatcmpl-" if self.chat else "cmpl-") + job_id
+        self.object = "chat.completion.chunk" if self.chat else "text_completion"
+        self.model = model
+        self.created = int(time.time())
+        self.include_usage = include_usage
+
+    def _chunk(self, choices: list[dict], **extra) -> bytes:
+        obj = {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+               "system_fingerprint": None, "choices": choices}
+        if self.include_usage:
+            obj["usage"] = None
+        obj.update(extra)
+        return event(obj)
+
+    def _choice(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict:
+        if self.chat:
+            delta: dict = {}
+            if role:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+    def start(self) -> bytes:
+        return self._chunk([self._choice("", None, role=True)]) if self.chat else b""
+
+    def delta(self, text: str) -> bytes:
+        return self._chunk([self._choice(text, None)])
+
+    def finish(self, result: dict | None) -> bytes:
+        """The finish_reason chunk, then the usage chunk when asked for, then [DONE]."""
+        result = result or {}
+        choices = result.get("choices") or [{}]
+        reason = choices[0].get("finish_reason") or "stop"
+        out = self._chunk([self._choice(None if self.chat else "", reason)])
+        if self.include_usage:
+            out += self._chunk([], usage=result.get("usage"))
+        return out + DONE
+
+
+def error_event(err: dict) -> bytes:
+    return event({"error": err}) + DONE
