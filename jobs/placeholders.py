@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 MARK = "⟦{}⟧"
 _MARK_RE = re.compile(r"⟦(\d+)⟧")
 
-_URL = r"(?:https?|ftp)://[^\s<>\"'`)\]]*[^\s<>\"'`)\].,;:!?]|\bwww\.[^\s<>\"'`)\]]*[^\s<>\"'`)\].,;:!?]|\bmailto:[^\s<>\"'`)\]]+"
+_U = "[^\\s<>\"'`)\\]«»“”‘’「」『』、。，（）⟦⟧]"  # URL characters (stop at CJK punctuation too)
+_URL = rf"(?:https?|ftp)://{_U}*[^\s<>\"'`)\].,;:!?«»“”‘’「」『』、。，（）⟦⟧]|\bmailto:{_U}+"
 _PATTERNS = {
     "url": _URL,
     "double_brace": r"\{\{-?\s*[^{}]+?\s*-?\}\}",
@@ -29,20 +30,20 @@ _PATTERNS = {
     "emoji": r"(?<![\w:]):[a-z0-9_+\-]*[a-z][a-z0-9_+\-]*:(?![\w:])",
 }
 # Opaque in Markdown: code spans, autolinks, link targets ("](...)") and reference labels ("][x]").
-_MD_OPAQUE = r"(`+)[^`](?:.*?[^`])?\1(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+_MD_OPAQUE = r"(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
 # Opaque in HTML runs: inline code-like elements with their content.
-_HTML_OPAQUE = r"<(code|kbd|samp)\b[^>]*>.*?</\1\s*>"
+_HTML_OPAQUE = r"<(?P<el>code|kbd|samp)\b[^>]*>.*?</(?P=el)\s*>"
 
 _FIND = {
     "text": re.compile("|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
-    "md": re.compile(f"(?:{_MD_OPAQUE})|" + "|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
+    "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_HTML_OPAQUE})|" + "|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
     "html": re.compile(f"(?:{_HTML_OPAQUE})|" + "|".join(f"(?:{p})" for p in _PATTERNS.values()), re.S),
 }
 # What protect() hides from the model: never anything a translator should read.
 _ATTR_TAG = r"<[A-Za-z][\w:.-]*\s[^<>]*>"  # a tag with attributes: nothing in it to read
 _OPAQUE = {
     "text": re.compile(_URL),
-    "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S),
+    "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S),
     "html": re.compile(f"(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S | re.I),
 }
 
