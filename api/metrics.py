@@ -65,41 +65,50 @@ def _esc(v) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _metric_name(*parts: str) -> str:
-    return "llamaq_" + "_".join(_NAME_BAD.sub("_", p) for p in parts if p)
+def _metric_name(name: str) -> str:
+    return "llamaq_" + _NAME_BAD.sub("_", name)
+
+
+# Label names for the backend's nested numbers ({"jobs": {"queued": 3}} ->
+# llamaq_jobs{status="queued"} 3); lists get an index label (one per engine).
+LABELS = {"jobs": "status", "queue_depth": "model", "queue_depth_by_priority": "queue", "engines": "engine",
+          "workers": "worker", "models": "model", "by_status": "status", "by_model": "model"}
 
 
 def render_backend(metrics: dict) -> list[str]:
-    """Numbers become gauges named after their keys. A nested dict becomes one
-    metric with a label: {"jobs": {"queued": 3}} -> llamaq_jobs{key="queued"} 3;
-    keys named like "by_model"/"by_status" give the label its name (model, status)."""
+    """The backend's numbers as Prometheus samples named after their keys, plus
+    the mean decode batch size per engine (batch_tokens / steps)."""
     out: list[str] = []
     for key, value in sorted(metrics.items()):
-        _render_value(out, [key], value, {})
+        _render_value(out, key, value, {})
+    for i, eng in enumerate(metrics.get("engines") or []):
+        if isinstance(eng, dict) and eng.get("steps"):
+            out.append(f'llamaq_engines_mean_batch_tokens{{engine="{i}"}} {eng.get("batch_tokens", 0) / eng["steps"]:.3f}')
     return out
 
 
-def _render_value(out: list[str], path: list[str], value, labels: dict) -> None:
+def _render_value(out: list[str], name: str, value, labels: dict) -> None:
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, (int, float)):
         if isinstance(value, float) and math.isnan(value):
             return
-        name = _metric_name(*path)
         lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-        out.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
-    elif isinstance(value, dict):
-        last = path[-1]
-        if last.startswith("by_"):
-            label, base = last[3:], path[:-1]
-            for k, v in sorted(value.items(), key=lambda kv: str(kv[0])):
-                _render_value(out, base or [last], v, {**labels, label: k})
-        else:
-            for k, v in sorted(value.items(), key=lambda kv: str(kv[0])):
-                if isinstance(v, dict) or not _numeric(v):
-                    _render_value(out, path + [str(k)], v, labels)
-                else:
-                    _render_value(out, path, v, {**labels, "key": k})
+        metric = _metric_name(name)
+        out.append(f"{metric}{{{lab}}} {value}" if lab else f"{metric} {value}")
+        return
+    label = LABELS.get(name, "key")
+    if isinstance(value, dict):
+        for k, v in sorted(value.items(), key=lambda kv: str(kv[0])):
+            if isinstance(v, (dict, list)) or not _numeric(v):
+                _render_value(out, f"{name}_{k}", v, labels)
+            else:
+                _render_value(out, name, v, {**labels, label: k})
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, dict):
+                for k, x in sorted(v.items()):
+                    _render_value(out, f"{name}_{k}", x, {**labels, label: i})
 
 
 def _numeric(v) -> bool:

@@ -19,8 +19,8 @@ async def health(request: Request):
         models = await st.bridge.call(st.backend.models)
     except Exception as e:  # the backend itself is unreachable (Redis down): not ready
         return json_response({"status": "unavailable", "error": f"{type(e).__name__}: {e}"}, status=503)
-    ready = bool(models) and info.get("ready", info.get("ok", True)) is not False
-    return json_response({"status": "ok" if ready else "unavailable", "models": models, **info},
+    ready = bool(models) and info.get("status", "ok") == "ok" and info.get("ready", True) is not False
+    return json_response({**info, "status": "ok" if ready else "unavailable", "models": models},
                          status=200 if ready else 503)
 
 
