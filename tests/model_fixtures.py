@@ -22,12 +22,20 @@ def default_model_path() -> Path:
     return bundled_model_path()
 
 
+def tiny_config(model_path: Path, **overrides):
+    """Engine settings for the tiny model. One thread: llama.cpp's spinning thread
+    pool collapses when the cores are shared with worker processes and other tests."""
+    from engine import EngineConfig
+
+    return EngineConfig(**{"model_path": model_path, "n_threads": 1, **overrides})
+
+
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model_path):
     """A shared engine on the tiny model, for tests that don't need their own."""
-    from engine import Engine, EngineConfig
+    from engine import Engine
 
-    eng = Engine(EngineConfig(model_path=tiny_model_path, n_ctx=8192, n_parallel=16, n_batch=256))
+    eng = Engine(tiny_config(tiny_model_path, n_ctx=8192, n_parallel=16, n_batch=256))
     yield eng
     eng.close()
 
