@@ -65,14 +65,12 @@ def _esc(v) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _metric_name(name: str) -> str:
-    return "llamaq_" + _NAME_BAD.sub("_", name)
-
-
-# Label names for the backend's nested numbers ({"jobs": {"queued": 3}} ->
-# llamaq_jobs{status="queued"} 3); lists get an index label (one per engine).
-LABELS = {"jobs": "status", "queue_depth": "model", "queue_depth_by_priority": "queue", "engines": "engine",
-          "workers": "worker", "models": "model", "by_status": "status", "by_model": "model"}
+# Label names, level by level, for the backend's nested numbers:
+# {"jobs": {"queued": 3}} -> llamaq_jobs{status="queued"} 3,
+# {"models": {"m": {"queued": 1}}} -> llamaq_models{model="m",status="queued"} 1;
+# a list of dicts (engines, workers) -> llamaq_engines_<field>{engine="0"}.
+LABELS = {"jobs": ("status",), "queue_depth": ("model",), "models": ("model", "status"),
+          "engines": ("engine",), "workers": ("worker",)}
 
 
 def render_backend(metrics: dict) -> list[str]:
@@ -80,39 +78,38 @@ def render_backend(metrics: dict) -> list[str]:
     the mean decode batch size per engine (batch_tokens / steps)."""
     out: list[str] = []
     for key, value in sorted(metrics.items()):
-        _render_value(out, key, value, {})
+        _render(out, key, LABELS.get(key, ("key",)), value, {})
     for i, eng in enumerate(metrics.get("engines") or []):
         if isinstance(eng, dict) and eng.get("steps"):
-            out.append(f'llamaq_engines_mean_batch_tokens{{engine="{i}"}} {eng.get("batch_tokens", 0) / eng["steps"]:.3f}')
+            mean = eng.get("batch_tokens", 0) / eng["steps"]
+            out.append(f'llamaq_engines_mean_batch_tokens{{engine="{i}"}} {mean:.3f}')
     return out
 
 
-def _render_value(out: list[str], name: str, value, labels: dict) -> None:
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and math.isnan(value):
-            return
-        lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-        metric = _metric_name(name)
-        out.append(f"{metric}{{{lab}}} {value}" if lab else f"{metric} {value}")
+def _sample(out: list[str], name: str, value, labels: dict) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
         return
-    label = LABELS.get(name, "key")
+    value = int(value) if isinstance(value, bool) else value
+    lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+    metric = "llamaq_" + _NAME_BAD.sub("_", name)
+    out.append(f"{metric}{{{lab}}} {value}" if lab else f"{metric} {value}")
+
+
+def _render(out: list[str], name: str, label_names: tuple, value, labels: dict) -> None:
+    if isinstance(value, (int, float)):
+        _sample(out, name, value, labels)
+        return
+    label, rest = label_names[0], label_names[1:] or ("key",)
     if isinstance(value, dict):
         for k, v in sorted(value.items(), key=lambda kv: str(kv[0])):
-            if isinstance(v, (dict, list)) or not _numeric(v):
-                _render_value(out, f"{name}_{k}", v, labels)
-            else:
-                _render_value(out, name, v, {**labels, label: k})
+            if isinstance(v, (int, float, dict)):
+                _render(out, name, rest, v, {**labels, label: k})
     elif isinstance(value, list):
-        for i, v in enumerate(value):
-            if isinstance(v, dict):
-                for k, x in sorted(v.items()):
-                    _render_value(out, f"{name}_{k}", x, {**labels, label: i})
-
-
-def _numeric(v) -> bool:
-    return isinstance(v, (int, float, bool))
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                for k, v in sorted(item.items()):
+                    if isinstance(v, (int, float)):
+                        _sample(out, f"{name}_{k}", v, {**labels, label: i})
 
 
 class MetricsMiddleware:

@@ -1,0 +1,156 @@
+"""The API over Redis: a real redis-server, a real `llamaq worker` process on
+the tiny model, two API apps sharing files and batches through Redis, and the
+official openai client."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import orjson
+import pytest
+import redis
+
+from api import ApiConfig, RedisStore, create_app
+from redis_fixtures import redis_server, start_worker  # noqa: F401  (fixture)
+from test_api_support import chat_line, client, jsonl, live_server, read_lines, wait_batch
+
+MSG = [{"role": "user", "content": "Say something about rivers."}]
+
+
+@pytest.fixture(scope="module")
+def url(redis_server):  # noqa: F811
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def worker(url, tiny_model_path, tmp_path_factory):
+    w = start_worker(url, tiny_model_path, parallel=8, log_dir=tmp_path_factory.mktemp("worker-logs"))
+    w.wait_ready()
+    yield w
+    w.stop()
+
+
+def _app(url: str, **config):
+    from jobs.remote import RedisBackend
+
+    return create_app(RedisBackend(url), store=RedisStore(url), config=ApiConfig(**config))
+
+
+@pytest.fixture(scope="module")
+def base_url(url, worker):
+    with live_server(_app(url)) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def oai(base_url):
+    return client(base_url)
+
+
+@pytest.fixture(scope="module")
+def model(oai, tiny_model_path):
+    models = [m.id for m in oai.models.list().data]
+    assert models == [tiny_model_path.stem]
+    return models[0]
+
+
+def test_chat_stream_and_embeddings_through_a_worker(oai, model):
+    r = oai.chat.completions.create(model=model, messages=MSG, max_tokens=6, temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 6
+    chunks = list(oai.chat.completions.create(model=model, messages=MSG, max_tokens=6, temperature=0, stream=True,
+                                              stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == r.choices[0].message.content  # f32 tiny model: greedy output is batch-invariant
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+    e = oai.embeddings.create(model=model, input=["one", "two", "three"])
+    assert [d.index for d in e.data] == [0, 1, 2]
+
+
+def test_errors_through_redis(oai, model):
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="no-such-model", messages=MSG)
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=model, messages=MSG, top_p="high")
+    assert e.value.body["param"] == "top_p"
+
+
+def test_batch_shared_by_two_api_processes(oai, model, url, worker):
+    lines = [chat_line(f"r{i}", model, f"Topic {i}", max_tokens=3) for i in range(12)]
+    bad = chat_line("bad", model, "x", max_tokens=-1)
+    f = oai.files.create(file=("in.jsonl", jsonl(lines + [bad])), purpose="batch")
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    with live_server(_app(url)) as other_url:  # another API process: same files and batches
+        other = client(other_url)
+        assert other.files.retrieve(f.id).bytes == f.bytes
+        b, seen = wait_batch(other, b.id)
+    assert b.status == "completed" and seen[-1] == "completed"
+    assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (13, 12, 1)
+    out = read_lines(oai, b.output_file_id)
+    assert sorted(line["custom_id"] for line in out) == sorted(f"r{i}" for i in range(12))
+    assert all(line["response"]["body"]["choices"][0]["message"]["role"] == "assistant" for line in out)
+    errors = read_lines(oai, b.error_file_id)
+    assert [e["custom_id"] for e in errors] == ["bad"] and "max_tokens" in errors[0]["error"]["message"]
+
+
+def test_batch_cancel_through_redis(oai, model):
+    lines = [chat_line(f"c{i}", model, f"Story {i}", max_tokens=200) for i in range(80)]
+    f = oai.files.create(file=("c.jsonl", jsonl(lines)), purpose="batch")
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_batch(oai, b.id, until=("in_progress",))
+    oai.batches.cancel(b.id)
+    b, _ = wait_batch(oai, b.id)
+    assert b.status == "cancelled"
+    assert b.request_counts.completed < 80 and b.request_counts.completed + b.request_counts.failed == 80
+
+
+def test_jobs_shortcut_and_health_metrics(base_url, model):
+    r = httpx.post(f"{base_url}/v1/jobs", json={"endpoint": "/v1/completions",
+                                                "body": {"model": model, "prompt": "Hi", "max_tokens": 3}})
+    assert r.status_code == 202
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(f"{base_url}/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["status"] == "succeeded" and job["worker"] and job["result"]["object"] == "text_completion"
+    h = httpx.get(f"{base_url}/health").json()
+    assert h["status"] == "ok" and h["workers"] == 1
+    text = httpx.get(f"{base_url}/metrics").text
+    assert "llamaq_queue_depth{model=" in text and "llamaq_backend_up 1" in text
+
+
+def test_stream_disconnect_cancels_remote_job(base_url, model):
+    body = {"model": model, "messages": MSG, "max_tokens": 3000, "temperature": 1, "stream": True}
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        first = [next(lines) for _ in range(4)]
+    job_id = orjson.loads(first[0][6:])["id"].removeprefix("chatcmpl-")
+    rec = _wait_terminal(base_url, job_id)
+    assert rec["status"] == "cancelled"
+
+
+def _wait_terminal(base_url: str, job_id: str) -> dict:
+    deadline = time.monotonic() + 60
+    while True:
+        rec = httpx.get(f"{base_url}/v1/jobs/{job_id}").json()
+        if rec.get("status") in ("succeeded", "failed", "cancelled"):
+            return rec
+        assert time.monotonic() < deadline, rec
+        time.sleep(0.1)
+
+
+def test_no_worker_is_503(url, tmp_path):
+    from jobs.remote import RedisBackend
+    from jobs.settings import Settings
+
+    backend = RedisBackend(url, settings=Settings(redis_url=url, prefix="llamaq-empty"))
+    app = create_app(backend, store=RedisStore(url, prefix="llamaq-empty:api:"))
+    with live_server(app) as base:
+        c = client(base)
+        with pytest.raises(openai.APIStatusError) as e:
+            c.chat.completions.create(model="anything", messages=MSG)
+        assert e.value.status_code == 503 and e.value.response.headers.get("retry-after")
+        assert httpx.get(f"{base}/health").status_code == 503
