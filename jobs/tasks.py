@@ -1,0 +1,21 @@
+"""The one task type: run a list of jobs (one id for a single submission,
+many for a bulk one). Per-job state lives in the job records, so a message
+delivered twice runs nothing twice."""
+
+from __future__ import annotations
+
+from .celery_app import TASK_NAME, app
+from .settings import queue_name
+
+
+@app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
+def run_jobs(job_ids: list[str]) -> None:
+    from .worker import runtime
+
+    runtime().run_message(job_ids)
+
+
+def send_jobs(celery_app, job_ids: list[str], model: str, priority: str, producer=None) -> None:
+    """Publish one message carrying job_ids to the model's queue for priority."""
+    celery_app.send_task(TASK_NAME, args=[job_ids], queue=queue_name(model, priority), producer=producer,
+                         ignore_result=True)

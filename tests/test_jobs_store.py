@@ -1,0 +1,124 @@
+"""The job store's transitions on a real redis-server: exactly-once results,
+takeover of jobs whose worker died, attempts, cancellation, batch counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.settings import Settings
+from jobs.store import JobStore, NewJob
+
+pytest_plugins = ["redis_fixtures"]
+
+
+@pytest.fixture
+def store(redis_url) -> JobStore:
+    return JobStore.from_url(redis_url, Settings(redis_url=redis_url, max_attempts=3, result_ttl=600,
+                                                 heartbeat_ttl=30))
+
+
+def _job(i: int, batch: str | None = "b1") -> NewJob:
+    return NewJob(f"job_{i}", "chat", "m", {"messages": [{"role": "user", "content": str(i)}]}, "batch", batch)
+
+
+def _alive(store: JobStore, *names: str) -> None:
+    for n in names:
+        store.heartbeat(n, {"name": n, "models": ["m"], "parallel": 4})
+
+
+def test_a_result_is_recorded_once(store):
+    store.create_many([_job(1)])
+    _alive(store, "A")
+    c = store.claim("job_1", "A")
+    assert (c.state, c.kind, c.attempts, c.body["messages"][0]["content"]) == ("claimed", "chat", 1, "1")
+    assert store.finish("job_1", "A", "succeeded", result={"x": 1})
+    assert not store.finish("job_1", "A", "succeeded", result={"x": 2})  # a second run's result is dropped
+    assert store.claim("job_1", "B").state == "done"  # a redelivery runs nothing
+    rec = store.get("job_1")
+    assert (rec.status, rec.result, rec.attempts, rec.worker) == ("succeeded", {"x": 1}, 1, "A")
+    assert store.batch_counts("b1") == {"total": 1, "queued": 0, "running": 0, "succeeded": 1, "failed": 0,
+                                        "cancelled": 0}
+    assert store.stats()["succeeded"] == 1 and store.stats()["stale_results"] == 1
+    assert 0 < store.r.ttl(store.job_key("job_1")) <= 600  # finished results expire
+    assert store.r.ttl(store.batch_key("b1")) > 0
+
+
+def test_a_job_of_a_dead_worker_is_taken_over_and_a_live_ones_is_not(store):
+    store.create_many([_job(1), _job(2)])
+    _alive(store, "A")
+    assert store.claim("job_1", "A").state == "claimed"
+    assert store.claim("job_1", "A").state == "mine"
+    c = store.claim("job_1", "B")
+    assert (c.state, c.owner) == ("busy", "A")  # A is alive: B must not run it too
+    store.unregister("A")  # A's heartbeat lapses
+    c = store.claim("job_1", "B")
+    assert (c.state, c.attempts) == ("claimed", 2)
+    assert not store.finish("job_1", "A", "succeeded", result={"by": "A"})  # the dead one's result is dropped
+    assert store.finish("job_1", "B", "succeeded", result={"by": "B"})
+    assert store.get("job_1").result == {"by": "B"}
+    assert store.r.ttl(store.job_key("job_2")) == -1  # queued records never expire
+
+
+def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(store):
+    store.create_many([_job(1)])
+    for w in ("A", "B", "C"):
+        assert store.claim("job_1", w).state == "claimed"  # none of them heartbeats: all dead
+    assert store.claim("job_1", "D").state == "failed"
+    rec = store.get("job_1")
+    assert (rec.status, rec.attempts, rec.error["code"]) == ("failed", 3, "worker_lost")
+    assert store.batch_counts("b1")["failed"] == 1 and store.batch_counts("b1")["running"] == 0
+
+
+def test_requeue_puts_a_job_back(store):
+    store.create_many([_job(1)])
+    _alive(store, "A")
+    store.claim("job_1", "A")
+    assert store.requeue("job_1", "A", {"message": "boom"})
+    rec = store.get("job_1")
+    assert (rec.status, rec.worker, rec.error) == ("queued", None, {"message": "boom"})
+    assert store.claim("job_1", "A").attempts == 2
+
+
+def test_cancel_queued_and_running(store):
+    store.create_many([_job(1), _job(2), _job(3)])
+    _alive(store, "A")
+    assert store.cancel("job_1") == "cancelled"
+    assert store.claim("job_1", "A").state == "done"  # a cancelled queued job never runs
+    store.claim("job_2", "A")
+    assert store.cancel("job_2") == "cancelling"
+    assert store.cancel_requested(["job_2", "job_3"]) == [True, False]
+    assert store.finish("job_2", "A", "cancelled")
+    assert store.cancel_requested(["job_2"]) == [False]
+    assert store.cancel("job_2") == "" and store.cancel("nope") == "missing"
+    counts = store.batch_counts("b1")
+    assert (counts["cancelled"], counts["queued"]) == (2, 1)
+
+
+def test_cancel_of_a_running_job_whose_worker_died_ends_it_on_redelivery(store):
+    store.create_many([_job(1)])
+    store.claim("job_1", "A")  # A never heartbeats: dead
+    assert store.cancel("job_1") == "cancelling"
+    assert store.claim("job_1", "B").state == "cancelled"
+    assert store.get("job_1").status == "cancelled"
+
+
+def test_bad_bodies_are_failed_at_creation(store):
+    store.create_many([_job(1), _job(2)], failed={"job_2": {"message": "bad", "param": "messages"}})
+    assert store.get("job_2").status == "failed" and store.get("job_2").error["param"] == "messages"
+    assert store.batch_counts("b1")["failed"] == 1 and store.batch_counts("b1")["queued"] == 1
+    assert store.batch_job_ids("b1") == ["job_1", "job_2"]
+    assert store.model_counts("m")["queued"] == 1
+
+
+def test_stream_end_marker_is_written_with_the_status(store):
+    job = _job(1, batch=None)
+    job.stream = True
+    store.create_many([job])
+    _alive(store, "A")
+    store.claim("job_1", "A")
+    store.add_delta("job_1", "Hel", 0)
+    store.add_delta("job_1", "lo", 0)
+    store.finish("job_1", "A", "succeeded", result={})
+    entries = store.read_stream("job_1", "0-0", block_ms=10)
+    assert [f.get("d") for _, f in entries] == ["Hel", "lo", None]
+    assert entries[-1][1] == {"end": "succeeded"}
