@@ -1,0 +1,75 @@
+"""Many documents, one run: every segment of every file goes to the
+Translator together (one batch for the engine), then each file is rendered.
+A failed segment keeps its source text and is reported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs.formats import Document, Format
+
+from .pipeline import Outcome, Progress, Translator
+
+
+@dataclass
+class FileJob:
+    name: str  # for reports: the path, or "-" for stdin
+    text: str
+    fmt: Format
+    out: Path | None = None  # None: the caller writes the result (stdout)
+    doc: Document | None = None
+    error: str | None = None  # a parse error: the file is skipped
+
+
+@dataclass
+class DocumentResult:
+    name: str
+    out: str | None
+    text: str | None  # the translated document (None when it could not be parsed)
+    segments: int = 0
+    reused: int = 0
+    failed: list[dict] = field(default_factory=list)  # {"segment", "problems"}
+    warnings: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"file": self.name, "out": self.out, "segments": self.segments, "reused": self.reused,
+                "failed": self.failed, "warnings": self.warnings, "error": self.error}
+
+
+def parse_all(jobs: list[FileJob]) -> None:
+    for j in jobs:
+        try:
+            j.doc = j.fmt.parse(j.text)
+        except ValueError as e:
+            j.error = str(e)
+
+
+def translate_documents(jobs: list[FileJob], translator: Translator,
+                        on_progress: Callable[[Progress], None] | None = None) -> list[DocumentResult]:
+    parse_all(jobs)
+    ok = [j for j in jobs if j.doc is not None]
+    segments = [s for j in ok for s in j.doc.segments]
+    outcomes = translator.translate(segments, on_progress)
+    results, k = [], 0
+    by_job: dict[int, list[Outcome]] = {}
+    for j in ok:
+        by_job[id(j)] = outcomes[k: k + len(j.doc.segments)]
+        k += len(j.doc.segments)
+    for j in jobs:
+        if j.doc is None:
+            results.append(DocumentResult(j.name, None, None, error=j.error))
+            continue
+        outs = by_job[id(j)]
+        texts = [o.text if o.text is not None else s.text for s, o in zip(j.doc.segments, outs)]
+        r = DocumentResult(j.name, str(j.out) if j.out else None, j.doc.render(texts),
+                           segments=len(outs), reused=sum(o.origin == "memory" for o in outs))
+        for s, o in zip(j.doc.segments, outs):
+            if o.text is None:
+                r.failed.append({"segment": s.text, "problems": o.problems})
+            for w in o.warnings:
+                r.warnings.append({"segment": s.text, "warning": w})
+        results.append(r)
+    return results

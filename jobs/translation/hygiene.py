@@ -1,0 +1,46 @@
+"""Model output hygiene: the translation alone, without labels, explanations,
+wrapping quotes or fences, or the echoed source."""
+
+from __future__ import annotations
+
+import re
+
+_EXPLAIN = re.compile(
+    r"^\s*(?:\(?\*{0,2}(?:notes?|explanation|translator'?s? note|translation notes?|literal(?:ly)?|"
+    r"alternatively|this (?:translates|means|translation))\b|---+\s*$|\(.*(?:literally|translation).*\)\s*$)",
+    re.IGNORECASE,
+)
+_QUOTES = [('"', '"'), ("“", "”"), ("«", "»"), ("「", "」"), ("'", "'"), ("„", "“")]
+
+
+def clean(output: str, source: str, target_name: str) -> str:
+    t = output.replace("\r\n", "\n").strip()
+    label = re.compile(
+        rf"^(?:\*\*)?(?:{re.escape(target_name)}(?: translation)?|translation|translated text|output)"
+        r"(?:\*\*)?\s*[:：]\s*", re.IGNORECASE)
+    t = label.sub("", t, count=1).strip()
+    if t.startswith("```") and not source.lstrip().startswith("```"):
+        t = re.sub(r"^```[^\n]*\n?|\n?```\s*$", "", t).strip()
+    src_lines = source.count("\n") + 1
+    lines = t.split("\n")
+    # echoed source first, then the translation
+    if len(lines) > src_lines and "\n".join(lines[:src_lines]).strip() == source.strip():
+        lines = lines[src_lines:]
+        while lines and (not lines[0].strip() or label.match(lines[0])):
+            lines[0] = label.sub("", lines[0])
+            if lines[0].strip():
+                break
+            lines.pop(0)
+    # explanations: from the first explanatory line, or a blank line the source does not have
+    for i, ln in enumerate(lines):
+        if i and (_EXPLAIN.match(ln) or (not ln.strip() and "\n\n" not in source)):
+            lines = lines[:i]
+            break
+    if src_lines == 1 and len(lines) > 1:
+        lines = lines[:1]
+    t = "\n".join(lines).strip()
+    for a, b in _QUOTES:
+        if len(t) > 2 and t.startswith(a) and t.endswith(b) and not source.strip().startswith(a):
+            t = t[len(a): -len(b)].strip()
+            break
+    return t

@@ -1,0 +1,223 @@
+"""How prompts reach a model. A Submitter takes every job of a run at once and
+yields completions as they finish:
+
+    submitter.run(jobs) -> Iterator[(index, Completion)]
+
+EngineSubmitter talks to an in-process engine.Engine (embedded mode);
+ApiSubmitter sends one OpenAI batch through a llamaq server (/v1/files,
+/v1/batches) and polls it."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .prompts import Prompt
+
+
+@dataclass
+class Job:
+    prompt: Prompt
+    max_tokens: int
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class Submitter(Protocol):
+    model_id: str  # for the translation-memory key
+    has_chat_template: bool
+    calls: int  # model requests made so far
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[int, Completion]]: ...
+
+
+class EngineSubmitter:
+    def __init__(self, engine, poll_s: float = 0.005):
+        self.engine = engine
+        self.model_id = engine.model_name
+        self.has_chat_template = engine.has_chat_template
+        self.calls = 0
+        self.poll_s = poll_s
+
+    def _request(self, job: Job):
+        from engine import Request, SamplingParams
+
+        p = job.prompt
+        prompt = self.engine.render_chat(p.messages) if p.messages is not None else p.text
+        stop = list(p.stop) + (list(self.engine.chat_stop) if p.messages is not None else [])
+        return Request(prompt, SamplingParams(temperature=0.0, max_tokens=job.max_tokens, stop=stop))
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[int, Completion]]:
+        from engine import EngineError, QueueFull
+
+        pending: dict[int, object] = {}
+        queue = list(range(len(jobs)))[::-1]
+        try:
+            while queue or pending:
+                while queue:  # submit everything the engine will take
+                    i = queue[-1]
+                    try:
+                        pending[i] = self.engine.submit(self._request(jobs[i]))
+                    except QueueFull:
+                        break
+                    except EngineError as e:
+                        queue.pop()
+                        yield i, Completion("", "error", error=str(e))
+                        continue
+                    queue.pop()
+                    self.calls += 1
+                done = [i for i, h in pending.items() if h.done]
+                if not done:
+                    time.sleep(self.poll_s)
+                    continue
+                for i in done:
+                    h = pending.pop(i)
+                    try:
+                        r = h.result()
+                        yield i, Completion(r.text, r.finish_reason, r.usage.completion_tokens, r.error)
+                    except EngineError as e:
+                        yield i, Completion("", "error", error=str(e))
+        finally:
+            for h in pending.values():  # interrupted: stop what is still decoding
+                h.cancel()
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+@dataclass
+class ApiSubmitter:
+    """Submits one OpenAI batch to a llamaq API server and polls it."""
+
+    base_url: str
+    model: str | None = None
+    api_key: str | None = None
+    poll_s: float = 1.0
+    timeout_s: float = 24 * 3600
+    on_poll: Callable[[dict], None] | None = None
+    has_chat_template: bool = True  # the server's chat endpoint renders the model's template
+    calls: int = 0
+    model_id: str = field(init=False, default="")
+
+    def __post_init__(self):
+        self.base_url = self.base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        if not self.model:
+            data = self._json("GET", "/models").get("data") or []
+            if not data:
+                raise ApiError(f"{self.base_url}/models lists no model")
+            self.model = data[0]["id"]
+        self.model_id = self.model
+
+    # -- HTTP --
+    def _open(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None):
+        req = urllib.request.Request(self.base_url + path, data=body, method=method)
+        if ctype:
+            req.add_header("Content-Type", ctype)
+        if self.api_key:
+            req.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            return urllib.request.urlopen(req, timeout=60)
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")[:500]
+            raise ApiError(f"{method} {self.base_url}{path}: HTTP {e.code}: {detail}") from None
+        except urllib.error.URLError as e:
+            raise ApiError(f"cannot reach {self.base_url}: {e.reason}") from None
+
+    def _json(self, method: str, path: str, payload: dict | None = None) -> dict:
+        body = json.dumps(payload).encode() if payload is not None else None
+        with self._open(method, path, body, "application/json" if body else None) as r:
+            return json.loads(r.read())
+
+    def _upload(self, content: bytes) -> str:
+        boundary = uuid.uuid4().hex
+        buf = io.BytesIO()
+        buf.write(f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'.encode())
+        buf.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="translate.jsonl"\r\n'
+                  "Content-Type: application/jsonl\r\n\r\n".encode())
+        buf.write(content + f"\r\n--{boundary}--\r\n".encode())
+        with self._open("POST", "/files", buf.getvalue(), f"multipart/form-data; boundary={boundary}") as r:
+            return json.loads(r.read())["id"]
+
+    # -- the batch --
+    def _line(self, i: int, job: Job) -> dict:
+        p = job.prompt
+        body = {"model": self.model, "temperature": 0, "max_tokens": job.max_tokens}
+        if p.stop:
+            body["stop"] = p.stop[:4]
+        if p.messages is not None:
+            body["messages"] = p.messages
+            url = "/v1/chat/completions"
+        else:
+            body["prompt"] = p.text
+            url = "/v1/completions"
+        return {"custom_id": str(i), "method": "POST", "url": url, "body": body}
+
+    def run(self, jobs: list[Job]) -> Iterator[tuple[int, Completion]]:
+        if not jobs:
+            return
+        lines = [self._line(i, j) for i, j in enumerate(jobs)]
+        endpoints = {ln["url"] for ln in lines}
+        if len(endpoints) != 1:
+            raise ApiError("one batch must use one endpoint")
+        file_id = self._upload("\n".join(json.dumps(ln, ensure_ascii=False) for ln in lines).encode() + b"\n")
+        batch = self._json("POST", "/batches", {"input_file_id": file_id, "endpoint": endpoints.pop(),
+                                                "completion_window": "24h",
+                                                "metadata": {"llamaq": "translate"}})
+        self.calls += len(jobs)
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while batch.get("status") not in ("completed", "failed", "expired", "cancelled"):
+                if time.monotonic() > deadline:
+                    raise ApiError(f"batch {batch['id']} not finished after {self.timeout_s}s")
+                time.sleep(self.poll_s)
+                batch = self._json("GET", f"/batches/{batch['id']}")
+                if self.on_poll:
+                    self.on_poll(batch)
+        except BaseException:
+            try:
+                self._json("POST", f"/batches/{batch['id']}/cancel")
+            except ApiError:
+                pass
+            raise
+        seen: set[int] = set()
+        for fid in (batch.get("output_file_id"), batch.get("error_file_id")):
+            if not fid:
+                continue
+            with self._open("GET", f"/files/{fid}/content") as r:
+                for raw in r.read().decode().splitlines():
+                    if raw.strip():
+                        i, c = _parse_result(json.loads(raw))
+                        seen.add(i)
+                        yield i, c
+        for i in range(len(jobs)):
+            if i not in seen:
+                yield i, Completion("", "error", error=f"batch {batch['id']} {batch.get('status')}: no result")
+
+
+def _parse_result(line: dict) -> tuple[int, Completion]:
+    i = int(line["custom_id"])
+    resp = line.get("response") or {}
+    body = resp.get("body") or {}
+    if line.get("error") or resp.get("status_code", 200) >= 400 or not body.get("choices"):
+        err = line.get("error") or body.get("error") or {"message": f"HTTP {resp.get('status_code')}"}
+        return i, Completion("", "error", error=str(err.get("message", err)) if isinstance(err, dict) else str(err))
+    ch = body["choices"][0]
+    text = ch["message"]["content"] if "message" in ch else ch.get("text", "")
+    usage = body.get("usage") or {}
+    return i, Completion(text or "", ch.get("finish_reason") or "stop", usage.get("completion_tokens", 0))
