@@ -1,0 +1,150 @@
+"""`llamaq bench engine`: the engine against one-request-at-a-time and the raw ceiling.
+
+(a) sequential: requests one at a time through llama-cpp-python's high-level
+    Llama.create_completion, what a simple one-request server does;
+(b) the engine with 1, 4 and 16 concurrent clients;
+(c) the raw ceiling: a bare llama_batch/llama_decode/greedy loop at the same
+    batch sizes with no scheduling at all.
+Greedy decoding, distinct prompts, EOS ignored so every request generates the
+same number of tokens."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import click
+import llama_cpp
+
+from cli.benchutil import out_option, pct, print_table, write_json
+from engine import Engine, EngineConfig, Request, SamplingParams
+from engine.batch import Batch
+from engine.model import Model
+
+WORDS = (
+    "river mountain city lantern quiet engine paper garden window silver market winter harbor "
+    "candle forest letter bridge meadow thunder violin"
+).split()
+
+
+def make_prompts(model: Model, n: int, n_tokens: int) -> list[list[int]]:
+    """n prompts of exactly n_tokens tokens that differ from their first word on."""
+    prompts = []
+    for i in range(n):
+        words = [WORDS[(i * 7 + j * (i + 3)) % len(WORDS)] for j in range(n_tokens * 2)]
+        toks = model.tokenize(f"Request {i}: " + " ".join(words))
+        prompts.append(toks[:n_tokens])
+    return prompts
+
+
+def run_sequential(path: str, prompts: list[list[int]], gen: int, threads: int | None) -> dict:
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
+    eog = {t: -1e9 for t in [llm.token_eos()]}
+    ttfts, total_tokens = [], 0
+    start = time.perf_counter()
+    for p in prompts:
+        t0 = time.perf_counter()
+        first = None
+        for chunk in llm.create_completion(p, max_tokens=gen, temperature=0.0, stream=True, logit_bias=eog):
+            if first is None:
+                first = time.perf_counter() - t0
+            total_tokens += 1
+        ttfts.append((first or 0) * 1000)
+    wall = time.perf_counter() - start
+    llm.close()
+    return {"mode": "sequential (Llama.create_completion)", "concurrency": 1, "requests": len(prompts),
+            "tokens": total_tokens, "wall_s": wall, "tok_s": total_tokens / wall,
+            "ttft_p50_ms": pct(ttfts, 50), "ttft_p95_ms": pct(ttfts, 95)}
+
+
+def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int) -> dict:
+    """`concurrency` clients, each sending its share of prompts back to back."""
+    results, lock = [], threading.Lock()
+    shares = [prompts[i::concurrency] for i in range(concurrency)]
+
+    def client(share: list[list[int]]) -> None:
+        for p in share:
+            params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+            r = eng.submit(Request(p, params)).result()
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in shares]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    tokens = sum(r.usage.completion_tokens for r in results)
+    ttfts = [r.timings.ttft_ms for r in results]
+    return {"mode": "engine", "concurrency": concurrency, "requests": len(results), "tokens": tokens,
+            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": pct(ttfts, 50), "ttft_p95_ms": pct(ttfts, 95)}
+
+
+def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, threads: int | None) -> dict:
+    """Bare loop: prefill all prompts in one batch, then one greedy token per sequence per step."""
+    n_prompt = len(prompts[0])
+    ctx = model.new_context(n_ctx=n_seq * (n_prompt + gen) + 64, n_batch=max(512, n_seq * n_prompt),
+                            n_seq_max=n_seq, n_threads=threads)
+    batch = Batch(max(512, n_seq * n_prompt))
+    samplers = [llama_cpp.llama_sampler_init_greedy() for _ in range(n_seq)]
+    try:
+        start = time.perf_counter()
+        batch.clear()
+        idx = [batch.add(prompts[s], 0, s, True) for s in range(n_seq)]
+        assert llama_cpp.llama_decode(ctx, batch.as_llama()) == 0
+        last = [llama_cpp.llama_sampler_sample(samplers[s], ctx, idx[s]) for s in range(n_seq)]
+        ttft = (time.perf_counter() - start) * 1000
+        for step in range(1, gen):
+            batch.clear()
+            idx = [batch.add([last[s]], n_prompt + step - 1, s, True) for s in range(n_seq)]
+            assert llama_cpp.llama_decode(ctx, batch.as_llama()) == 0
+            last = [llama_cpp.llama_sampler_sample(samplers[s], ctx, idx[s]) for s in range(n_seq)]
+        wall = time.perf_counter() - start
+    finally:
+        for s in samplers:
+            llama_cpp.llama_sampler_free(s)
+        llama_cpp.llama_free(ctx)
+    tokens = n_seq * gen
+    return {"mode": "raw loop (ceiling)", "concurrency": n_seq, "requests": n_seq, "tokens": tokens,
+            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": ttft, "ttft_p95_ms": ttft}
+
+
+@click.command("engine")
+@click.option("--model", "-m", envvar="LLAMAQ_MODEL", help="GGUF file (default: bundled Gemma 3 270M).")
+@click.option("--prompt-tokens", default=64, show_default=True)
+@click.option("--gen-tokens", default=32, show_default=True)
+@click.option("--concurrency", "levels", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--requests", "n_requests", default=16, show_default=True, help="Requests per engine level (at least the level).")
+@click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True)
+@out_option("engine")
+def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu_layers, out):
+    """Engine throughput vs sequential requests and the raw batch-loop ceiling."""
+    levels = [int(x) for x in levels.split(",")]
+    eng = Engine(EngineConfig(model_path=model, n_parallel=max(levels), n_threads=threads,
+                              n_gpu_layers=n_gpu_layers, n_ctx=max(4096, max(levels) * (prompt_tokens + gen_tokens) * 2)))
+    path = eng.model.path
+    prompts = make_prompts(eng.model, max(n_requests, max(levels)) * 2, prompt_tokens)
+    click.echo(f"model {path.name}; {prompt_tokens}-token prompts, {gen_tokens} generated tokens, greedy")
+    eng.generate(prompts[-1], temperature=0, max_tokens=4)  # warm-up
+    rows = []
+    try:
+        if n_gpu_layers == 0:
+            rows.append(run_sequential(path, prompts[: max(4, n_requests // 2)], gen_tokens, threads))
+        for c in levels:
+            rows.append(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c))
+            rows.append(run_raw(eng.model, prompts[:c], gen_tokens, c, threads))
+    finally:
+        eng.close()
+    seq = next((r["tok_s"] for r in rows if r["mode"].startswith("sequential")), None)
+    raw = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].startswith("raw")}
+    for r in rows:
+        r["vs_sequential"] = r["tok_s"] / seq if seq else None
+        r["vs_raw"] = r["tok_s"] / raw[r["concurrency"]] if r["mode"] == "engine" else None
+    print_table(rows, [("mode", "mode", ""), ("concurrency", "conc", "d"), ("requests", "reqs", "d"),
+                       ("tok_s", "gen tok/s", ".1f"), ("ttft_p50_ms", "TTFT p50 ms", ".0f"),
+                       ("ttft_p95_ms", "TTFT p95 ms", ".0f"), ("vs_sequential", "x sequential", ".2f"),
+                       ("vs_raw", "x raw", ".2f")])
+    write_json(out, "engine", {"model": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "rows": rows})

@@ -1,0 +1,28 @@
+"""The `llamaq` command."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="llamaq")
+def main() -> None:
+    """llamaq: batch LLM jobs on GGUF models, on one machine or a fleet."""
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: each prints a table and writes JSON, baseline measured in the same run."""
+
+
+# COMMANDS: one line per command module.
+from cli import engine_cmds  # noqa: E402
+
+for _cmd in engine_cmds.commands:
+    main.add_command(_cmd)
+
+from cli import bench_engine, bench_prefix  # noqa: E402
+
+bench.add_command(bench_engine.command)
+bench.add_command(bench_prefix.command)
