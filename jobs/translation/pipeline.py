@@ -74,7 +74,7 @@ class Translator:
         self.submitter = submitter
         self.src, self.tgt = src, tgt
         self.glossary = glossary or Glossary()
-        self.memory = memory or TranslationMemory(None)
+        self.memory = memory if memory is not None else TranslationMemory(None)
         self.prompts = PromptBuilder(src, tgt, self.glossary, style)
         self.max_tokens = max_tokens  # a cap on the per-segment budget
 
