@@ -52,6 +52,7 @@ class Engine:
         self._embed_lock = threading.Lock()
         self._stats = EngineStats()
         self._inbox: deque[Sequence] = deque()
+        self._cancels: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._closing = False
         self._dead: BaseException | None = None
@@ -91,8 +92,8 @@ class Engine:
         prompt = self._prompt_tokens(request.prompt)
         if len(prompt) + 1 > self.n_ctx_seq:
             raise PromptTooLong(len(prompt), self.n_ctx_seq - 1)
-        handle = Handle(request)
-        seq = Sequence(request, handle, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)))
+        seq = Sequence(request, None, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)))  # type: ignore[arg-type]
+        handle = seq.handle = Handle(request, on_cancel=lambda: self._request_cancel(seq))
         seq.matcher = compile_request_constraint(p.constraint, self.model)
         with self._cond:
             if len(self._inbox) + len(self._sched.waiting) >= self.config.max_waiting:
@@ -100,6 +101,11 @@ class Engine:
             self._inbox.append(seq)
             self._cond.notify()
         return handle
+
+    def _request_cancel(self, seq: Sequence) -> None:
+        with self._cond:
+            self._cancels.append(seq)
+            self._cond.notify()
 
     def generate(self, prompt: str | list[int], **params) -> Result:
         """Convenience: submit and wait."""
@@ -302,14 +308,16 @@ class Engine:
         )
 
     def _reap_cancelled(self) -> None:
-        for seq in [*self._sched.running, *self._sched.waiting]:
-            if seq.handle.cancel_requested:
-                if seq.running:
-                    self._sched.finish(seq)
-                else:
-                    self._sched.drop(seq)
-                self._free_sampler(seq)
-                seq.handle._finish(self._result(seq, "cancelled"))
+        while self._cancels:
+            seq = self._cancels.popleft()
+            if seq.handle.done:
+                continue
+            if seq.running:
+                self._sched.finish(seq)
+            else:  # waiting (or still in the inbox: _run moved it to waiting already)
+                self._sched.drop(seq)
+            self._free_sampler(seq)
+            seq.handle._finish(self._result(seq, "cancelled"))
 
     def _fail(self, seq: Sequence, error: EngineError) -> None:
         self._sched.drop(seq)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import EngineError, RequestFailed
 from .types import Request, Result
@@ -16,8 +16,9 @@ class Handle:
     """Thread-safe. The engine thread pushes deltas and the result; any thread
     reads them. Iterating yields text deltas until the request finishes."""
 
-    def __init__(self, request: Request):
+    def __init__(self, request: Request, on_cancel: Callable[[], None] | None = None):
         self.request = request
+        self._on_cancel = on_cancel
         self._deltas: queue.SimpleQueue = queue.SimpleQueue()
         self._done = threading.Event()
         self._result: Result | None = None
@@ -39,7 +40,10 @@ class Handle:
     # -- caller side --
     def cancel(self) -> None:
         """Ask the engine to stop this request; its sequence is freed at the next step."""
-        self.cancel_requested = True
+        if not self.cancel_requested and not self.done:
+            self.cancel_requested = True
+            if self._on_cancel:
+                self._on_cancel()
 
     @property
     def done(self) -> bool:
