@@ -1,0 +1,207 @@
+"""End-to-end translation on real models: the CLI on the tiny random-weight
+model (its output is noise, but structure, memory, resume and checks are
+exactly what they would be with a real model), and one slow run on the
+default model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.translate import command
+from jobs.formats import format_for
+from jobs.translation import EngineSubmitter, TranslationMemory, Translator
+
+MD = """# Getting started
+
+Install the package and run the worker.
+
+```bash
+pip install llamaq
+```
+
+- First step
+- Second step
+"""
+SRT = "1\n00:00:01,000 --> 00:00:02,500\nGood morning.\n\n2\n00:00:03,000 --> 00:00:04,000\nSee you\nlater.\n"
+JSON_DOC = '{\n  "menu": {"open": "Open file", "items": ["New window", "Close"]},\n  "count": 3\n}\n'
+
+
+def run(args, **kw):
+    r = CliRunner().invoke(command, [str(a) for a in args], catch_exceptions=False, **kw)
+    return r
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "docs"
+    (d / "guide").mkdir(parents=True)
+    (d / "guide" / "start.md").write_text(MD)
+    (d / "talk.srt").write_text(SRT)
+    (d / "strings.json").write_text(JSON_DOC)
+    (d / "notes.txt").write_text("Plain notes.\n\nPlain notes.\n")  # a repeat: translated once
+    (d / "image.png").write_bytes(b"\x89PNG")  # not a document: ignored
+    return d
+
+
+def base_args(tmp_path, model):
+    return ["--model", model, "--memory", tmp_path / "tm.sqlite3", "--max-tokens", 4, "--json"]
+
+
+def test_folder_translated_with_structure_then_rerun_makes_no_model_call(tmp_path, folder, tiny_model_path):
+    out = tmp_path / "out"
+    r = run([folder, "--to", "ja", "--out", out, *base_args(tmp_path, tiny_model_path)])
+    report = json.loads(r.stdout)
+    assert r.exit_code == 0, r.output
+    assert report["ok"] and report["totals"]["failed"] == 0
+    t = report["totals"]
+    assert t["files"] == 4 and t["segments"] == 11 and t["unique_segments"] == 10
+    assert t["model_calls"] == 10 and t["reused_from_memory"] == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["guide/start.md", "notes.txt", "strings.json", "talk.srt"]
+
+    md = (out / "guide" / "start.md").read_text()
+    assert "```bash\npip install llamaq\n```" in md and md.startswith("# ") and "\n- " in md
+    assert "Install the package" not in md
+    srt = (out / "talk.srt").read_text()
+    assert re.findall(r".*-->.*", srt) == re.findall(r".*-->.*", SRT)
+    assert srt.split("\n\n")[0].split("\n")[0] == "1"
+    strings = json.loads((out / "strings.json").read_text())
+    assert list(strings) == ["menu", "count"] and strings["count"] == 3
+    assert list(strings["menu"]) == ["open", "items"] and len(strings["menu"]["items"]) == 2
+    assert strings["menu"]["open"] != "Open file"
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # unchanged folder: everything from memory, identical output
+    r = run([folder, "--to", "ja", "--out", out, *base_args(tmp_path, tiny_model_path)])
+    again = json.loads(r.stdout)
+    assert r.exit_code == 0
+    assert again["totals"]["model_calls"] == 0 and again["totals"]["reused_from_memory"] == 11
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+
+    # one new paragraph: one model call
+    (folder / "notes.txt").write_text("Plain notes.\n\nPlain notes.\n\nA new line of notes.\n")
+    r = run([folder, "--to", "ja", "--out", out, *base_args(tmp_path, tiny_model_path)])
+    assert json.loads(r.stdout)["totals"]["model_calls"] == 1
+
+
+def test_suffix_mode_include_exclude_and_outputs_not_retranslated(tmp_path, folder, tiny_model_path):
+    args = [folder, "--to", "de", "--include", "*.md", "--include", "*.txt", "--exclude", "notes.*",
+            *base_args(tmp_path, tiny_model_path)]
+    r = run(args)
+    assert r.exit_code == 0, r.output
+    assert (folder / "guide" / "start.de.md").exists() and not (folder / "notes.de.txt").exists()
+    assert [f["file"] for f in json.loads(r.stdout)["files"]] == [str(folder / "guide" / "start.md")]
+    r = run(args)  # start.de.md is an output, not a new input
+    assert [f["file"] for f in json.loads(r.stdout)["files"]] == [str(folder / "guide" / "start.md")]
+
+
+def test_broken_placeholders_are_reported_never_written(tmp_path, tiny_model_path):
+    po = tmp_path / "app.po"
+    po.write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                  '#, python-format\nmsgid "Hello %(name)s, you have %d messages"\nmsgstr ""\n\n'
+                  'msgid "Settings"\nmsgstr ""\n')
+    r = run([po, "--to", "ja", *base_args(tmp_path, tiny_model_path)])
+    assert r.exit_code == 1
+    report = json.loads(r.stdout)
+    assert not report["ok"] and report["totals"]["failed"] == 1
+    problems = report["files"][0]["failed"][0]["problems"]
+    assert any("%(name)s" in p or "%d" in p for p in problems)
+    out = (tmp_path / "app.ja.po").read_text()
+    assert 'msgid "Hello %(name)s, you have %d messages"\nmsgstr ""\n' in out  # left untranslated
+    assert re.search(r'msgid "Settings"\nmsgstr "[^"]+"', out)
+    # the failure is not remembered: a rerun tries it again (and only it)
+    r = run([po, "--to", "ja", *base_args(tmp_path, tiny_model_path)])
+    assert json.loads(r.stdout)["totals"]["model_calls"] == 2  # first attempt + retry
+
+
+class Interrupting(EngineSubmitter):
+    """The real engine, but the run is interrupted after `after` results (like Ctrl-C)."""
+
+    def __init__(self, engine, after):
+        super().__init__(engine)
+        self.after = after
+
+    def run(self, jobs):
+        for n, item in enumerate(super().run(jobs)):
+            if n == self.after:
+                raise KeyboardInterrupt
+            yield item
+
+
+def test_interrupted_run_resumes_from_memory(tmp_path, tiny_engine):
+    text = "\n\n".join(f"Paragraph {w} of the document." for w in
+                       "one two three four five six seven eight nine ten eleven twelve".split()) + "\n"
+    segs = format_for("doc.txt").parse(text).segments
+    db = tmp_path / "tm.sqlite3"
+    with pytest.raises(KeyboardInterrupt):
+        Translator(Interrupting(tiny_engine, 5), tgt="fr", memory=TranslationMemory(db), max_tokens=4).translate(segs)
+    assert len(TranslationMemory(db)) == 5
+    sub = EngineSubmitter(tiny_engine)
+    outs = Translator(sub, tgt="fr", memory=TranslationMemory(db), max_tokens=4).translate(segs)
+    assert sub.calls == 7
+    assert sum(o.origin == "memory" for o in outs) == 5 and all(o.text for o in outs)
+    again = EngineSubmitter(tiny_engine)
+    Translator(again, tgt="fr", memory=TranslationMemory(db), max_tokens=4).translate(segs)
+    assert again.calls == 0
+
+
+def test_stdin_to_stdout(tmp_path, tiny_model_path):
+    r = run(["-", "--to", "de", "--format", "srt", *base_args(tmp_path, tiny_model_path)], input=SRT)
+    assert r.exit_code == 0, r.output
+    assert re.findall(r".*-->.*", r.stdout) == re.findall(r".*-->.*", SRT)
+    report = r.stderr[r.stderr.index("{\n"):]  # after any llama.cpp log lines
+    assert json.loads(report)["totals"]["segments"] == 2
+
+
+def test_dry_run_loads_no_model(tmp_path, folder):
+    r = run([folder, "--to", "ja", "--dry-run", "--model", tmp_path / "missing.gguf",
+             "--memory", tmp_path / "tm.sqlite3"])
+    assert r.exit_code == 0, r.output
+    assert "4 files, 11 segments (dry run)" in r.stdout
+    assert not any(p.name.endswith(".ja.md") for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nope/", "--to", "ja"], "no such file or folder"),
+    (["{f}", "--to", "ja", "--out", "o", "--suffix", ".x"], "either --out or --suffix"),
+    (["{doc}", "--to", "ja"], "no translation format"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, args, message):
+    (tmp_path / "a.md").write_text("# Hi\n")
+    (tmp_path / "report.docx").write_text("x")
+    args = [a.format(f=tmp_path / "a.md", doc=tmp_path / "report.docx") for a in args]
+    r = run(args)
+    assert r.exit_code == 2 and message in r.output
+
+
+def test_bench_translate_runs(tmp_path, tiny_model_path):
+    from cli.bench_translate import command as bench
+
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(bench, ["--model", str(tiny_model_path), "--segments", "6", "--max-tokens", "3",
+                                   "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert [row["segments"] for row in data["rows"]] == [6, 6] and data["speedup"] > 0
+    assert "speedup" in r.stdout
+
+
+@pytest.mark.slow
+def test_default_model_translates_markdown(tmp_path, default_model_path):
+    doc = tmp_path / "guide.md"
+    doc.write_text(MD)
+    args = [doc, "--to", "fr", "--from", "en", "--model", default_model_path,
+            "--memory", tmp_path / "tm.sqlite3", "--json"]
+    r = run(args)
+    report = json.loads(r.stdout)
+    out = (tmp_path / "guide.fr.md").read_text()
+    assert "```bash\npip install llamaq\n```" in out and out.startswith("# ")
+    assert out.count("\n- ") == 2
+    assert report["totals"]["segments"] == 4
+    r = run(args)
+    assert json.loads(r.stdout)["totals"]["model_calls"] == report["totals"]["failed"] * 2
