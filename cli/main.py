@@ -26,3 +26,6 @@ from cli import bench_engine, bench_prefix  # noqa: E402
 
 bench.add_command(bench_engine.command)
 bench.add_command(bench_prefix.command)
+
+from cli import bench_translate, translate  # noqa: E402
+main.add_command(translate.command); bench.add_command(bench_translate.command)  # noqa: E702
