@@ -29,3 +29,7 @@ bench.add_command(bench_prefix.command)
 
 from cli import bench_translate, translate  # noqa: E402
 main.add_command(translate.command); bench.add_command(bench_translate.command)  # noqa: E702
+
+from cli import bench_serve, client_cmds, serve  # noqa: E402
+for _cmd in (serve.command, *client_cmds.commands): main.add_command(_cmd)  # noqa: E701
+bench.add_command(bench_serve.command)

@@ -45,9 +45,9 @@ async def create_batch(request: Request, owner: str = Depends(current_owner)):
     file_id, endpoint, window = body.get("input_file_id"), body.get("endpoint"), body.get("completion_window")
     if not isinstance(file_id, str) or not file_id:
         raise bad_request("input_file_id is required", "input_file_id")
-    if endpoint not in ENDPOINT_KINDS:
+    if not isinstance(endpoint, str) or endpoint not in ENDPOINT_KINDS:
         raise bad_request(f"endpoint must be one of {', '.join(ENDPOINT_KINDS)}", "endpoint")
-    if window not in COMPLETION_WINDOWS:
+    if not isinstance(window, str) or window not in COMPLETION_WINDOWS:
         raise bad_request(f"completion_window must be one of {', '.join(COMPLETION_WINDOWS)}",
                           "completion_window")
     metadata = _check_metadata(body.get("metadata"))

@@ -41,14 +41,14 @@ async def create_job(request: Request, owner: str = Depends(current_owner)):
     st = state(request)
     req = await json_body(request)
     endpoint, body = req.get("endpoint"), req.get("body")
-    if endpoint not in ENDPOINT_KINDS:
+    if not isinstance(endpoint, str) or endpoint not in ENDPOINT_KINDS:
         raise bad_request(f"endpoint must be one of {', '.join(ENDPOINT_KINDS)}", "endpoint")
     if not isinstance(body, dict):
         raise bad_request("body must be the endpoint's request body, a JSON object", "body")
     if body.get("stream"):
         raise bad_request("a job cannot stream; poll GET /v1/jobs/{id} for its result", "body.stream")
     priority = req.get("priority", st.config.default_job_priority)
-    if priority not in ("interactive", "batch"):
+    if not isinstance(priority, str) or priority not in ("interactive", "batch"):
         raise bad_request("priority must be 'interactive' or 'batch'", "priority")
     kind = ENDPOINT_KINDS[endpoint]
     body = await prepare(request, kind, body)
