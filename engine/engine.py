@@ -44,7 +44,12 @@ class Engine:
         )
         self._batch = Batch(cfg.n_batch)
         self._sched = Scheduler(
-            KV(self._ctx), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel, n_seq=n_seq, n_batch=cfg.n_batch
+            KV(self._ctx),
+            n_ctx=self.n_ctx,
+            n_parallel=cfg.n_parallel,
+            n_seq=n_seq,
+            n_batch=cfg.n_batch,
+            share=self.model.can_share_prefix,
         )
         self._constrained = ConstrainedSampler(self._ctx, self.model)
         self._template = self._load_template()
@@ -214,7 +219,7 @@ class Engine:
         for c in chunks:
             seq = c.seq
             seq.n_past += len(c.tokens)
-            if seq.request.cache_prompt and seq.status is Status.DECODE:
+            if seq.request.cache_prompt and self._sched.share and seq.status is Status.DECODE:
                 self._sched.index.extend(seq.seq_id, c.tokens)  # prompt tokens were indexed at admission
             if c.logits and seq.running:
                 self._sample(seq, now)

@@ -47,6 +47,10 @@ class Model:
         self.eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
         self._eog = frozenset(self.eog_tokens)
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+        # Recurrent state cannot be cut at an arbitrary position, so prefixes can't be shared.
+        self.can_share_prefix = not (
+            llama_cpp.llama_model_is_recurrent(ptr) or llama_cpp.llama_model_is_hybrid(ptr)
+        )
         self._piece_buf = ctypes.create_string_buffer(256)
 
     @property

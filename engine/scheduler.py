@@ -47,8 +47,9 @@ class KV:
 
 
 class Scheduler:
-    def __init__(self, kv: KV, *, n_ctx: int, n_parallel: int, n_seq: int, n_batch: int):
+    def __init__(self, kv: KV, *, n_ctx: int, n_parallel: int, n_seq: int, n_batch: int, share: bool = True):
         self.kv = kv
+        self.share = share
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
         self.n_batch = n_batch
@@ -93,7 +94,7 @@ class Scheduler:
 
     def _match(self, seq: Sequence) -> tuple[Sequence | None, int, int]:
         """(source, usable now, worth waiting for) for the longest cached prefix."""
-        if not seq.request.cache_prompt:
+        if not (self.share and seq.request.cache_prompt):
             return None, 0, 0
         limit = seq.n_prompt - 1  # the last prompt token must be decoded for logits
         length, ids = self.index.longest_match(seq.prompt)
@@ -125,7 +126,7 @@ class Scheduler:
         seq.admitted = time.perf_counter()
         self.by_id[seq_id] = seq
         self.running.append(seq)
-        if seq.request.cache_prompt:
+        if self.share and seq.request.cache_prompt:
             self.index.extend(seq_id, seq.prompt)
         return "admitted"
 
@@ -183,7 +184,7 @@ class Scheduler:
     def finish(self, seq: Sequence) -> None:
         """A running sequence ended: keep its KV as prefix cache, or free it."""
         self.running.remove(seq)
-        if seq.request.cache_prompt and seq.n_past > 0:
+        if self.share and seq.request.cache_prompt and seq.n_past > 0:
             self.index.truncate(seq.seq_id, seq.n_past)  # the last sampled token never reached the KV
             seq.status = Status.CACHED
             self.cached[seq.seq_id] = seq
