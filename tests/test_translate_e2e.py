@@ -191,6 +191,33 @@ def test_bench_translate_runs(tmp_path, tiny_model_path):
     assert "speedup" in r.stdout
 
 
+def test_api_mode_submits_one_batch_and_polls_it(tmp_path, folder, tiny_engine):
+    from api import LocalStore, create_app
+    from jobs.local import LocalBackend
+    from test_api_support import live_server
+
+    backend = LocalBackend(tiny_engine)
+    app = create_app(backend, store=LocalStore(tmp_path / "store"))
+    out = tmp_path / "out"
+    try:
+        with live_server(app) as url:
+            args = [folder, "--to", "ja", "--out", out, "--api", url, "--memory", tmp_path / "tm.sqlite3",
+                    "--max-tokens", 4, "--json", "--include", "*.srt", "--include", "*.json"]
+            r = run(args)
+            assert r.exit_code == 0, r.output
+            report = json.loads(r.stdout)
+            assert report["totals"]["model_calls"] == 5 and report["totals"]["failed"] == 0
+            srt = (out / "talk.srt").read_text()
+            assert re.findall(r".*-->.*", srt) == re.findall(r".*-->.*", SRT)
+            assert list(json.loads((out / "strings.json").read_text())) == ["menu", "count"]
+            r = run(args)
+            assert json.loads(r.stdout)["totals"]["model_calls"] == 0
+            r = run([*args[:-4], "--model", "no-such-model"])
+            assert r.exit_code == 1 and "no-such-model" in r.output
+    finally:
+        backend.close()
+
+
 @pytest.mark.slow
 def test_default_model_translates_markdown(tmp_path, default_model_path):
     doc = tmp_path / "guide.md"

@@ -13,7 +13,22 @@ from .memory import TranslationMemory, default_path
 from .pipeline import Outcome, Progress, Translator
 from .submitters import ApiError, ApiSubmitter, Completion, EngineSubmitter, Job, Submitter
 
+
+
+def build_prompt(engine, text: str, *, target_language: str, source_language: str | None = None,
+                 glossary: dict[str, str] | None = None) -> str:
+    """One translation prompt as text for engine.submit (used by the
+    "translation" job kind): the same instructions as the CLI, through the
+    model's chat template or its plain-text fallback (stop: engine.chat_stop)."""
+    from .prompts import PromptBuilder
+
+    g = Glossary(list((glossary or {}).items()))
+    p = PromptBuilder(source_language, target_language, g, "chat").build(text)
+    return engine.render_chat(p.messages)
+
+
 __all__ = [
+    "build_prompt",
     "ApiError", "ApiSubmitter", "Completion", "DocumentResult", "EngineSubmitter", "FileJob", "Glossary",
     "Job", "Outcome", "Progress", "Submitter", "TranslationMemory", "Translator", "default_path",
     "load_glossary", "translate_documents",

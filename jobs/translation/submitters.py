@@ -106,7 +106,7 @@ class ApiSubmitter:
     base_url: str
     model: str | None = None
     api_key: str | None = None
-    poll_s: float = 1.0
+    poll_s: float = 2.0
     timeout_s: float = 24 * 3600
     on_poll: Callable[[dict], None] | None = None
     has_chat_template: bool = True  # the server's chat endpoint renders the model's template
@@ -181,11 +181,13 @@ class ApiSubmitter:
                                                 "metadata": {"llamaq": "translate"}})
         self.calls += len(jobs)
         deadline = time.monotonic() + self.timeout_s
+        wait = 0.05  # quick answers for small batches, then back off to poll_s
         try:
             while batch.get("status") not in ("completed", "failed", "expired", "cancelled"):
                 if time.monotonic() > deadline:
                     raise ApiError(f"batch {batch['id']} not finished after {self.timeout_s}s")
-                time.sleep(self.poll_s)
+                time.sleep(wait)
+                wait = min(self.poll_s, wait * 1.5)
                 batch = self._json("GET", f"/batches/{batch['id']}")
                 if self.on_poll:
                     self.on_poll(batch)
