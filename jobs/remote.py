@@ -44,6 +44,7 @@ class _DoneListener:
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def register(self, job_id: str) -> threading.Event:
         ev = threading.Event()
@@ -62,17 +63,25 @@ class _DoneListener:
             if not evs:
                 self._waiters.pop(job_id, None)
 
+    def close(self) -> None:
+        self._closed = True
+
     def _loop(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 ps = self._client.pubsub(ignore_subscribe_messages=True)
                 ps.subscribe(self._channel)
-                for msg in ps.listen():
+                while not self._closed:
+                    msg = ps.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
                     with self._lock:
                         evs = list(self._waiters.get(msg["data"], ()))
                     for ev in evs:
                         ev.set()
-            except redis.RedisError:
+                ps.close()
+            except (redis.RedisError, OSError, ValueError):
+                # connection lost (waiters still re-read records every second): resubscribe
                 time.sleep(1.0)
 
 
@@ -127,9 +136,10 @@ class RedisBackend:
                          detail=self._detail(job.model))
 
     def submit_many(self, items: list[tuple[str, dict]], *, priority: str = "batch",
-                    batch_id: str | None = None) -> list[str]:
+                    batch_id: str | None = None, jobs_per_message: int | None = None) -> list[str]:
         """Queue many jobs at once; returns their ids in order. A bad body becomes
-        a job that failed at once (its error says why): every item gets an id."""
+        a job that failed at once (its error says why): every item gets an id.
+        jobs_per_message: None sizes messages from the live workers' sequences."""
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}")
         jobs, failed = [], {}
@@ -150,7 +160,8 @@ class RedisBackend:
                 by_model.setdefault(j.model, []).append(j.id)
         with self.celery.producer_or_acquire() as producer:
             for model, ids in by_model.items():
-                size = max(1, min(MAX_JOBS_PER_MESSAGE, math.ceil(len(ids) / (2 * self._slots(model)))))
+                size = jobs_per_message or max(
+                    1, min(MAX_JOBS_PER_MESSAGE, math.ceil(len(ids) / (2 * self._slots(model)))))
                 for i in range(0, len(ids), size):
                     send_jobs(self.celery, ids[i : i + size], model, priority, producer=producer)
         return [j.id for j in jobs]
@@ -246,4 +257,5 @@ class RedisBackend:
                 "engines": [w["engine"] for w in workers if "engine" in w]}
 
     def close(self) -> None:
+        self._done.close()
         self.client.close()
