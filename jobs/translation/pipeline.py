@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.formats.base import Segment
-from jobs.placeholders import check, protect
+from jobs.placeholders import check, find, protect
 
 from .glossary import Glossary
 from .hygiene import clean
@@ -106,8 +106,8 @@ class Translator:
         if on_progress:
             on_progress(progress)
 
-        retry = self._attempt(todo, None, progress, on_progress, final=False)
-        self._attempt(retry, True, progress, on_progress, final=True)
+        again = self._attempt(todo, progress, on_progress, retry=False)
+        self._attempt(again, progress, on_progress, retry=True)
 
         out = []
         for s, core in zip(segments, cores):
@@ -120,17 +120,13 @@ class Translator:
             out.append(r)
         return out
 
-    def _attempt(self, units: list[_Unit], retry: bool | None, progress: Progress,
-                 on_progress, final: bool) -> list[_Unit]:
-        """Submit all units at once; return the ones to retry."""
+    def _attempt(self, units: list[_Unit], progress: Progress, on_progress, retry: bool) -> list[_Unit]:
+        """Submit all units at once; on a first attempt, return the ones to retry."""
         if not units:
             return []
         jobs = []
         for u in units:
-            lost = None
-            if retry:
-                lost = [p for p in _lost(u)] or None
-            prompt = self.prompts.build(u.protected.text, must_keep=lost)
+            prompt = self.prompts.build(u.protected.text, must_keep=_must_keep(u) if retry else None)
             budget = max_tokens_for(u.protected.text) * (2 if retry else 1)
             if self.max_tokens:
                 budget = min(budget, self.max_tokens)
@@ -140,8 +136,7 @@ class Translator:
             u = units[i]
             progress.completion_tokens += c.completion_tokens
             outcome = self._judge(u, c)
-            if outcome.text is None and not final:
-                u.result = outcome  # kept for the retry prompt
+            if outcome.text is None and not retry:
                 again.append(u)
                 continue
             u.result = outcome
@@ -171,15 +166,8 @@ class Translator:
         return Outcome(text, "model", [], warnings)
 
 
-def _lost(u: _Unit) -> list[str]:
-    """Placeholders (as the model saw them, markers included) a first attempt lost."""
-    from jobs.placeholders import find
-
-    masked = u.protected.text
-    names = find(masked, u.markup) + [f"⟦{k + 1}⟧" for k in range(len(u.protected.saved))]
-    seen, out = set(), []
-    for n in names:
-        if n not in seen:
-            seen.add(n)
-            out.append(n)
-    return out
+def _must_keep(u: _Unit) -> list[str] | None:
+    """Everything the model must carry over, as it saw it (⟦n⟧ markers included),
+    named in the retry prompt."""
+    names = find(u.protected.text, u.markup) + [f"⟦{k + 1}⟧" for k in range(len(u.protected.saved))]
+    return list(dict.fromkeys(names)) or None
