@@ -33,28 +33,29 @@ class ChunkWriter:
         obj.update(extra)
         return event(obj)
 
-    def _choice(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict:
+    def _choice(self, text: str | None, finish_reason: str | None, index: int = 0, role: bool = False) -> dict:
         if self.chat:
             delta: dict = {}
             if role:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
 
     def start(self) -> bytes:
         return self._chunk([self._choice("", None, role=True)]) if self.chat else b""
 
-    def delta(self, text: str) -> bytes:
-        return self._chunk([self._choice(text, None)])
+    def delta(self, text: str, index: int = 0) -> bytes:
+        return self._chunk([self._choice(text, None, index)])
 
     def finish(self, result: dict | None) -> bytes:
-        """The finish_reason chunk, then the usage chunk when asked for, then [DONE]."""
+        """A finish_reason chunk per choice, the usage chunk when asked for, then [DONE]."""
         result = result or {}
-        choices = result.get("choices") or [{}]
-        reason = choices[0].get("finish_reason") or "stop"
-        out = self._chunk([self._choice(None if self.chat else "", reason)])
+        out = b""
+        for i, choice in enumerate(result.get("choices") or [{}]):
+            reason = choice.get("finish_reason") or "stop"
+            out += self._chunk([self._choice(None if self.chat else "", reason, choice.get("index", i))])
         if self.include_usage:
             out += self._chunk([], usage=result.get("usage"))
         return out + DONE

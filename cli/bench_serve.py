@@ -20,6 +20,8 @@ from pathlib import Path
 import click
 import orjson
 
+from cli.benchutil import out_option, pct, print_table, write_json
+
 TOPICS = ["rivers", "bread", "clocks", "glaciers", "violins", "bridges", "owls", "copper", "tides", "maps",
           "lanterns", "ferns", "kites", "salt", "comets", "harbors"]
 
@@ -53,14 +55,6 @@ class Summary:
     completion_tokens: int
     errors: int = 0
     extra: dict = field(default_factory=dict)
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))
-    return s[k]
 
 
 def summarize(mode: str, samples: list[Sample], duration: float, concurrency: int, errors: int) -> Summary:
@@ -192,16 +186,10 @@ def start_server(model: str, port: int, parallel: int, n_ctx: int, n_gpu_layers:
 # --------------------------------------------------------------- the command
 
 
-def print_table(rows: list[Summary], ratios: dict) -> None:
-    cols = [("mode", "mode", "{}"), ("req/s", "request_throughput", "{:.2f}"), ("out tok/s", "output_tok_s", "{:.1f}"),
-            ("TTFT p50 ms", "ttft_p50_ms", "{:.1f}"), ("TTFT p99 ms", "ttft_p99_ms", "{:.1f}"),
-            ("ITL p50 ms", "itl_p50_ms", "{:.1f}"), ("ITL p99 ms", "itl_p99_ms", "{:.1f}"),
-            ("tokens", "completion_tokens", "{}"), ("errors", "errors", "{}")]
-    cells = [[h for h, _, _ in cols]] + [[f.format(getattr(r, k)) for _, k, f in cols] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    for row in cells:
-        click.echo("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-    click.echo("ratio http/in-process: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+COLUMNS = [("mode", "mode", ""), ("request_throughput", "req/s", ".2f"), ("output_tok_s", "out tok/s", ".1f"),
+           ("ttft_p50_ms", "TTFT p50 ms", ".1f"), ("ttft_p99_ms", "TTFT p99 ms", ".1f"),
+           ("itl_p50_ms", "ITL p50 ms", ".1f"), ("itl_p99_ms", "ITL p99 ms", ".1f"),
+           ("completion_tokens", "tokens", "d"), ("errors", "errors", "d")]
 
 
 @click.command("serve")
@@ -214,7 +202,7 @@ def print_table(rows: list[Summary], ratios: dict) -> None:
 @click.option("--n-ctx", default=8192, show_default=True, type=int)
 @click.option("--n-gpu-layers", default=0, show_default=True, type=int)
 @click.option("--warmup", default=4, show_default=True, type=int, help="Requests run first in each mode, unmeasured.")
-@click.option("--out", default="bench-results/serve.json", show_default=True, type=click.Path(dir_okay=False))
+@out_option("serve")
 def command(model, concurrency, n_requests, max_tokens, prompt_words, parallel, n_ctx, n_gpu_layers, warmup, out):
     """HTTP streaming serving throughput and latency vs the in-process engine."""
     from engine import Engine, EngineConfig
@@ -248,13 +236,10 @@ def command(model, concurrency, n_requests, max_tokens, prompt_words, parallel, 
     ratios = {"request_throughput": http.request_throughput / base.request_throughput,
               "output_tok_s": http.output_tok_s / base.output_tok_s,
               "ttft_p50": http.ttft_p50_ms / base.ttft_p50_ms}
-    print_table([base, http], ratios)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_bytes(orjson.dumps({
-        "bench": "serve", "model": model_path, "concurrency": concurrency, "requests": n_requests,
-        "max_tokens": max_tokens, "prompt_words": prompt_words, "parallel": parallel, "n_gpu_layers": n_gpu_layers,
-        "cpu_count": os.cpu_count(), "results": [asdict(base), asdict(http)], "ratios": ratios,
-        "target": {"output_tok_s_ratio_min": 0.9, "met": ratios["output_tok_s"] >= 0.9},
-    }, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    click.echo(f"wrote {out}", err=True)
-
+    print_table([asdict(base), asdict(http)], COLUMNS)
+    click.echo("ratio http/in-process: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
+    write_json(out, "serve", {
+        "model": model_path, "concurrency": concurrency, "requests": n_requests, "max_tokens": max_tokens,
+        "prompt_words": prompt_words, "parallel": parallel, "n_gpu_layers": n_gpu_layers, "cpu_count": os.cpu_count(),
+        "results": [asdict(base), asdict(http)], "ratios": ratios,
+        "target": {"output_tok_s_ratio_min": 0.9, "met": ratios["output_tok_s"] >= 0.9}})

@@ -105,6 +105,13 @@ def test_completion_stream(oai, model):
     chunks = list(oai.completions.create(model=model, prompt="Hello", max_tokens=5, temperature=0, stream=True))
     assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert all(c.usage is None for c in chunks)  # not asked for
+    full = oai.completions.create(model=model, prompt=["Hello", "Bye"], max_tokens=4, temperature=0)
+    chunks = list(oai.completions.create(model=model, prompt=["Hello", "Bye"], max_tokens=4, temperature=0,
+                                         stream=True))
+    for i in (0, 1):
+        mine = [c.choices[0] for c in chunks if c.choices[0].index == i]
+        assert "".join(c.text for c in mine) == full.choices[i].text
+        assert mine[-1].finish_reason == full.choices[i].finish_reason
 
 
 def test_structured_output_json_schema(oai, model):
@@ -357,3 +364,40 @@ def test_waiting_request_disconnect_cancels_job(base_url, model, backend):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
     _wait_for(lambda: _cancelled_count(backend) == before + 1)
+
+
+# ------------------------------------------------------------------ the client commands
+
+
+def test_cli_submit_status_results_cancel_jobs(base_url, model, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import client_cmds
+
+    run = CliRunner().invoke
+    api = ["--api", base_url]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(jsonl([chat_line(f"q{i}", model, f"Question {i}", max_tokens=2) for i in range(3)]
+                          + [b"oops"]))
+    res = run(client_cmds.submit, [str(src), "--wait", *api])
+    assert res.exit_code == 0, res.output
+    batch_id = res.stdout.strip().splitlines()[0]
+    assert batch_id.startswith("batch_")
+    res = run(client_cmds.status, [batch_id, *api])
+    assert res.exit_code == 0 and "completed" in res.output and "3 completed, 1 failed, 4 total" in res.output
+    out = tmp_path / "out.jsonl"
+    res = run(client_cmds.results, [batch_id, "-o", str(out), *api])
+    assert res.exit_code == 0, res.output
+    assert sorted(orjson.loads(line)["custom_id"] for line in out.read_text().splitlines()) == ["q0", "q1", "q2"]
+    assert len((tmp_path / "out.errors.jsonl").read_text().splitlines()) == 1
+
+    job = httpx.post(f"{base_url}/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": {
+        "model": model, "messages": MSG, "max_tokens": 4000, "temperature": 1}, "priority": "interactive"}).json()
+    res = run(client_cmds.cancel, [job["id"], *api])
+    assert res.exit_code == 0 and job["id"] in res.output
+    res = run(client_cmds.jobs, api)
+    assert res.exit_code == 0 and batch_id in res.output and job["id"] in res.output
+    res = run(client_cmds.status, ["batch_unknown", *api])
+    assert res.exit_code != 0 and "404" in res.output
+    res = run(client_cmds.status, ["job_x", "--api", "http://127.0.0.1:9"])
+    assert res.exit_code != 0 and "cannot reach" in res.output

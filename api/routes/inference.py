@@ -121,9 +121,8 @@ async def _stream(st, job_id: str, writer: ChunkWriter):
             yield first
         final = None
         async for evs in st.bridge.events(job_id):
-            text = "".join(e["delta"] for e in evs if e.get("delta"))
-            if text:
-                yield writer.delta(text)
+            for index, text in _joined_deltas(evs):
+                yield writer.delta(text, index)
             for e in evs:
                 if "record" in e:
                     final = as_record(e["record"])
@@ -145,3 +144,18 @@ async def _stream(st, job_id: str, writer: ChunkWriter):
         if not finished:  # client gone (the task is being cancelled: do not await here)
             st.bridge.pool.submit(st.backend.cancel, job_id)
 
+
+
+def _joined_deltas(evs: list[dict]) -> list[tuple[int, str]]:
+    """Consecutive deltas of the same choice joined: one chunk each."""
+    out: list[tuple[int, str]] = []
+    for e in evs:
+        text = e.get("delta")
+        if not text:
+            continue
+        index = e.get("index", 0)
+        if out and out[-1][0] == index:
+            out[-1] = (index, out[-1][1] + text)
+        else:
+            out.append((index, text))
+    return out
