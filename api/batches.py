@@ -169,10 +169,14 @@ class BatchManager:
     def start(self) -> None:
         self._adopter.start()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def close(self) -> None:
         self._stop.set()
         for t in list(self._runners.values()):
-            t.join(timeout=5)
+            t.join(timeout=2)
 
     def create(self, batch: dict) -> None:
         self.store.put_batch(batch)
@@ -305,7 +309,7 @@ class BatchRun:
         kind = ENDPOINT_KINDS[self.batch["endpoint"]]
         step = self.limits.submit_chunk
         for start in range(len(done), len(good), step):
-            if self._cancel_requested():
+            if self._cancel_requested() or self.mgr.stopping:
                 break
             chunk = good[start:start + step]
             ids = self.backend.submit_many([(kind, ln.body) for ln in chunk], priority="batch",
@@ -321,6 +325,8 @@ class BatchRun:
         last_sweep = time.monotonic()
         cancelled = False
         while pending:
+            if self.mgr.stopping:  # shutting down: the batch stays open for whoever runs next
+                return
             if not cancelled and (self._cancel_requested() or time.time() >= self.batch["expires_at"]):
                 cancelled = True
                 self._cancel_jobs(pending)

@@ -154,3 +154,23 @@ def test_no_worker_is_503(url, tmp_path):
             c.chat.completions.create(model="anything", messages=MSG)
         assert e.value.status_code == 503 and e.value.response.headers.get("retry-after")
         assert httpx.get(f"{base}/health").status_code == 503
+
+
+def test_open_batch_is_adopted_by_another_api_process(url, worker, model):
+    from api.batches import BatchLimits
+    from jobs.remote import RedisBackend
+
+    lines = [chat_line(f"a{i}", model, f"Tale {i}", max_tokens=40) for i in range(40)]
+    with live_server(_app(url)) as first_url:
+        c = client(first_url)
+        f = c.files.create(file=("a.jsonl", jsonl(lines)), purpose="batch")
+        b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        wait_batch(c, b.id, until=("in_progress",))
+    # the first API process is gone with the batch still open; the next one takes it over
+    assert RedisStore(url).get_batch(b.id)["status"] == "in_progress"
+    app = create_app(RedisBackend(url), store=RedisStore(url), batch_limits=BatchLimits(lease_s=1))
+    with live_server(app) as second_url:
+        b, _ = wait_batch(client(second_url), b.id)
+        assert b.status == "completed" and b.request_counts.completed == 40
+        out = read_lines(client(second_url), b.output_file_id)
+        assert sorted(line["custom_id"] for line in out) == sorted(f"a{i}" for i in range(40))

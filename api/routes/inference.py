@@ -89,6 +89,9 @@ async def prepare(request: Request, kind: str, body: dict) -> dict:
             raise bad_request(f"model is required; served: {', '.join(models)}", "model")
         body["model"] = models[0]
     elif isinstance(model, str) and model not in models:
+        known = getattr(st.backend, "known_models", None)  # models served before, by workers now gone
+        if known is not None and model in await st.bridge.call(known):
+            raise unavailable(f"no worker is serving model {model!r} right now; served: {', '.join(models)}")
         raise not_found(f"model {model!r} is not served here; served: {', '.join(models)}", "model",
                         code="model_not_found")
     return st.validate(kind, body)
