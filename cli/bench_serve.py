@@ -201,9 +201,12 @@ COLUMNS = [("mode", "mode", ""), ("request_throughput", "req/s", ".2f"), ("outpu
 @click.option("--parallel", default=16, show_default=True, type=int, help="Engine sequences (both modes).")
 @click.option("--n-ctx", default=8192, show_default=True, type=int)
 @click.option("--n-gpu-layers", default=0, show_default=True, type=int)
+@click.option("--rounds", default=2, show_default=True, type=int,
+              help="Alternate the two modes this many times (requests split between rounds).")
 @click.option("--warmup", default=4, show_default=True, type=int, help="Requests run first in each mode, unmeasured.")
 @out_option("serve")
-def command(model, concurrency, n_requests, max_tokens, prompt_words, parallel, n_ctx, n_gpu_layers, warmup, out):
+def command(model, concurrency, n_requests, max_tokens, prompt_words, parallel, n_ctx, n_gpu_layers, rounds,
+            warmup, out):
     """HTTP streaming serving throughput and latency vs the in-process engine."""
     from engine import Engine, EngineConfig
 
@@ -212,26 +215,36 @@ def command(model, concurrency, n_requests, max_tokens, prompt_words, parallel, 
     click.echo(f"model {model_path}; {n_requests} requests, {concurrency} concurrent, {max_tokens} tokens out",
                err=True)
 
+    # Both run side by side, alternating in rounds, so that a change in the
+    # machine's load during the run affects both modes alike.
     engine = Engine(cfg)
-    try:
-        run_inprocess(engine, warmup, min(warmup, concurrency), max_tokens, prompt_words)
-        samples, duration, errors = run_inprocess(engine, n_requests, concurrency, max_tokens, prompt_words)
-        base = summarize("in-process", samples, duration, concurrency, errors)
-        model_name = engine.model_name
-    finally:
-        engine.close()
-
     port = free_port()
-    proc = start_server(model_path, port, parallel, n_ctx, n_gpu_layers)
+    proc = None
+    modes = {"in-process": ([], 0.0, 0), "http": ([], 0.0, 0)}
     try:
+        model_name = engine.model_name
+        proc = start_server(model_path, port, parallel, n_ctx, n_gpu_layers)
         url = f"http://127.0.0.1:{port}"
+        run_inprocess(engine, warmup, min(warmup, concurrency), max_tokens, prompt_words)
         asyncio.run(run_http_async(url, model_name, warmup, min(warmup, concurrency), max_tokens, prompt_words))
-        samples, duration, errors = asyncio.run(
-            run_http_async(url, model_name, n_requests, concurrency, max_tokens, prompt_words))
-        http = summarize("http", samples, duration, concurrency, errors)
+        per_round = max(concurrency, n_requests // rounds)
+        for r in range(rounds):
+            click.echo(f"round {r + 1}/{rounds}: {per_round} requests per mode", err=True)
+            for mode in modes:
+                if mode == "http":
+                    got = asyncio.run(run_http_async(url, model_name, per_round, concurrency, max_tokens,
+                                                     prompt_words))
+                else:
+                    got = run_inprocess(engine, per_round, concurrency, max_tokens, prompt_words)
+                samples, duration, errors = modes[mode]
+                modes[mode] = (samples + got[0], duration + got[1], errors + got[2])
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        engine.close()
+    base = summarize("in-process", *modes["in-process"][:2], concurrency, modes["in-process"][2])
+    http = summarize("http", *modes["http"][:2], concurrency, modes["http"][2])
 
     ratios = {"request_throughput": http.request_throughput / base.request_throughput,
               "output_tok_s": http.output_tok_s / base.output_tok_s,
@@ -239,7 +252,7 @@ def command(model, concurrency, n_requests, max_tokens, prompt_words, parallel, 
     print_table([asdict(base), asdict(http)], COLUMNS)
     click.echo("ratio http/in-process: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     write_json(out, "serve", {
-        "model": model_path, "concurrency": concurrency, "requests": n_requests, "max_tokens": max_tokens,
+        "model": model_path, "concurrency": concurrency, "requests": n_requests, "rounds": rounds, "max_tokens": max_tokens,
         "prompt_words": prompt_words, "parallel": parallel, "n_gpu_layers": n_gpu_layers, "cpu_count": os.cpu_count(),
         "results": [asdict(base), asdict(http)], "ratios": ratios,
         "target": {"output_tok_s_ratio_min": 0.9, "met": ratios["output_tok_s"] >= 0.9}})
