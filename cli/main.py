@@ -34,4 +34,7 @@ from cli import bench_serve, client_cmds, serve  # noqa: E402
 for _cmd in (serve.command, *client_cmds.commands): main.add_command(_cmd)  # noqa: E701
 bench.add_command(bench_serve.command)
 
+from cli import bench_queue, worker  # noqa: E402
+main.add_command(worker.command); bench.add_command(bench_queue.command)  # noqa: E702
+
 from cli import bench_json; bench.add_command(bench_json.command)  # noqa: E402,E702

@@ -103,11 +103,16 @@ def test_cancel_of_a_running_job_whose_worker_died_ends_it_on_redelivery(store):
 
 
 def test_bad_bodies_are_failed_at_creation(store):
-    store.create_many([_job(1), _job(2)], failed={"job_2": {"message": "bad", "param": "messages"}})
-    assert store.get("job_2").status == "failed" and store.get("job_2").error["param"] == "messages"
-    assert store.batch_counts("b1")["failed"] == 1 and store.batch_counts("b1")["queued"] == 1
-    assert store.batch_job_ids("b1") == ["job_1", "job_2"]
-    assert store.model_counts("m")["queued"] == 1
+    store.create_many([_job(1), _job(2), _job(3)], failed={"job_2": {"message": "bad", "param": "messages"}})
+    rec = store.get("job_2")
+    assert (rec.status, rec.error["param"], rec.attempts) == ("failed", "messages", 0)
+    assert rec.finished_at is not None and store.r.ttl(store.job_key("job_2")) > 0
+    assert store.get("job_1").status == "queued" and store.get("job_1").created_at == rec.created_at
+    assert store.body("job_1")["messages"][0]["content"] == "1"
+    counts = store.batch_counts("b1")
+    assert (counts["total"], counts["failed"], counts["queued"]) == (3, 1, 2)
+    assert store.batch_job_ids("b1") == ["job_1", "job_2", "job_3"]  # submission order
+    assert store.model_counts("m") == {"queued": 2, "failed": 1}
 
 
 def test_stream_end_marker_is_written_with_the_status(store):

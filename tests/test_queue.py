@@ -66,20 +66,20 @@ def backend(url):
 
 
 def test_two_workers_share_64_jobs_and_record_each_result_once(backend, pair):
-    ids = backend.submit_many([chat(i, 8) for i in range(64)], batch_id="share")
+    ids = backend.submit_many([chat(i, 4) for i in range(64)], batch_id="share")
     recs = wait_all(backend, ids)
     assert [r.status for r in recs] == ["succeeded"] * 64
     assert {r.worker for r in recs} == set(pair)  # both did work
     assert all(r.attempts == 1 for r in recs)
     for r in recs:
         assert r.result["object"] == "chat.completion"
-        assert r.result["usage"]["completion_tokens"] == 8
+        assert r.result["usage"]["completion_tokens"] == 4
     assert backend.batch_counts("share") == {"total": 64, "queued": 0, "running": 0, "succeeded": 64,
                                               "failed": 0, "cancelled": 0}
 
 
 def test_a_job_that_raises_fails_with_its_error_and_its_neighbours_succeed(backend, pair):
-    items = [chat(i) for i in range(10)]
+    items = [chat(i, 4) for i in range(10)]
     items[3] = ("chat", {"messages": [{"role": "user", "content": "word " * 9000}], "max_tokens": 4})
     items[6] = ("chat", {"messages": [{"role": "user", "content": "hi"}], "grammar": "root ::= ("})
     items[8] = ("chat", {"messages": "not a list"})
@@ -91,6 +91,16 @@ def test_a_job_that_raises_fails_with_its_error_and_its_neighbours_succeed(backe
     assert recs[6].error["type"] == "invalid_request_error" and recs[6].error["message"]
     assert recs[8].error["param"] == "messages" and recs[8].attempts == 0  # rejected at submission
     assert recs[3].attempts == 1  # a bad request is not retried
+
+
+def test_interactive_jobs_go_ahead_of_queued_batch_work(backend, pair):
+    batch = backend.submit_many([chat(i, 6) for i in range(30)], batch_id="prio", jobs_per_message=1)
+    urgent = backend.submit(*chat(1000, 4), priority="interactive")
+    assert wait_all(backend, [urgent.id])[0].status == "succeeded"
+    started = backend.get(urgent.id).started_at
+    recs = wait_all(backend, batch)
+    # the workers hold 20 batch jobs; the interactive one takes the first free slot, ahead of the 10 queued
+    assert sum(r.started_at > started for r in recs) >= 8
 
 
 def test_cancel_queued_and_running_jobs(backend, pair):
@@ -129,7 +139,7 @@ def test_kill_9_a_worker_with_20_jobs_in_flight_loses_nothing(url, tiny_model_pa
     try:
         victim_name, survivor_name = victim.wait_ready(), survivor.wait_ready()
         backend = RedisBackend(url)
-        ids = backend.submit_many([("chat", {**chat(i, 32)[1], "model": "killtest"}) for i in range(64)],
+        ids = backend.submit_many([("chat", {**chat(i, 16)[1], "model": "killtest"}) for i in range(64)],
                                   batch_id="kill", jobs_per_message=1)
 
         def victim_jobs():
@@ -160,14 +170,14 @@ def test_redis_restart_with_queued_jobs_loses_none(tiny_model_path, tmp_path):
     server.start()
     try:
         backend = RedisBackend(server.url)
-        ids = backend.submit_many([("chat", {**chat(i, 8)[1], "model": "restarted"}) for i in range(40)],
+        ids = backend.submit_many([("chat", {**chat(i, 4)[1], "model": "restarted"}) for i in range(24)],
                                   batch_id="restart")
         rec = backend.get(ids[0])
         assert rec.status == "queued" and "no worker serves model 'restarted'" in rec.detail
         backend.close()
         server.restart()
         backend = RedisBackend(server.url)
-        assert backend.batch_counts("restart")["queued"] == 40
+        assert backend.batch_counts("restart")["queued"] == 24
         w = start_worker(server.url, tiny_model_path, parallel=8, log_dir=tmp_path,
                          extra_args=["--model-name", "restarted"])
         try:
@@ -175,7 +185,7 @@ def test_redis_restart_with_queued_jobs_loses_none(tiny_model_path, tmp_path):
             recs = wait_all(backend, ids, timeout=90)
         finally:
             w.stop()
-        assert [r.status for r in recs] == ["succeeded"] * 40
+        assert [r.status for r in recs] == ["succeeded"] * 24
         assert backend.get(ids[0]).detail is None
         backend.close()
     finally:
