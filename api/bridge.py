@@ -43,7 +43,15 @@ class Bridge:
     async def wait(self, job_id: str, request: Request | None):
         """The finished JobRecord; cancels the job and raises ClientGone if the
         client disconnects first."""
-        waiting = asyncio.ensure_future(self.call(self.backend.wait, job_id))
+        try:
+            return await self.until_disconnect(self.call(self.backend.wait, job_id), request)
+        except ClientGone:
+            self.pool.submit(self.backend.cancel, job_id)
+            raise
+
+    async def until_disconnect(self, awaitable, request: Request | None):
+        """awaitable's result, or ClientGone if the client disconnects first."""
+        waiting = asyncio.ensure_future(awaitable)
         if request is None:
             return await waiting
         gone = asyncio.ensure_future(_disconnected(request))
@@ -53,8 +61,8 @@ class Bridge:
             gone.cancel()
         if waiting in done:
             return waiting.result()
-        await self.call(self.backend.cancel, job_id)
-        raise ClientGone(job_id)
+        waiting.cancel()
+        raise ClientGone()
 
     async def events(self, job_id: str) -> AsyncIterator[list[dict]]:
         """The job's events in lists: all that arrived since the last yield, so a

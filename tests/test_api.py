@@ -401,3 +401,13 @@ def test_cli_submit_status_results_cancel_jobs(base_url, model, tmp_path):
     assert res.exit_code != 0 and "404" in res.output
     res = run(client_cmds.status, ["job_x", "--api", "http://127.0.0.1:9"])
     assert res.exit_code != 0 and "cannot reach" in res.output
+
+
+def test_stream_that_fails_before_its_first_token_is_an_http_error(oai, model):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=model, messages=MSG, max_tokens=3, stream=True,
+                                    extra_body={"grammar": "root ::= ("})
+    assert e.value.body["param"] == "grammar"
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 9000}], stream=True)
+    assert e.value.body["code"] == "context_length_exceeded"

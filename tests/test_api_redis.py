@@ -13,14 +13,14 @@ import pytest
 import redis
 
 from api import ApiConfig, RedisStore, create_app
-from redis_fixtures import redis_server, start_worker  # noqa: F401  (fixture)
+from redis_fixtures import start_worker
 from test_api_support import chat_line, client, jsonl, live_server, read_lines, wait_batch
 
 MSG = [{"role": "user", "content": "Say something about rivers."}]
 
 
 @pytest.fixture(scope="module")
-def url(redis_server):  # noqa: F811
+def url(redis_server):
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
 

@@ -103,10 +103,7 @@ async def run_job(request: Request, kind: str, body: dict) -> Response:
     stream = bool(body.get("stream")) and kind in ("chat", "completion")
     rec = await st.bridge.call(st.backend.submit, kind, body, priority="interactive", stream=stream)
     if stream:
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        writer = ChunkWriter(kind, rec.id, body["model"], include_usage)
-        return StreamingResponse(_stream(st, rec.id, writer), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await _start_stream(request, st, rec.id, kind, body)
     try:
         rec = await st.bridge.wait(rec.id, request)
     except ClientGone:
@@ -116,14 +113,44 @@ async def run_job(request: Request, kind: str, body: dict) -> Response:
     return json_response(rec.result)
 
 
-async def _stream(st, job_id: str, writer: ChunkWriter):
-    finished = False
+async def _start_stream(request: Request, st, job_id: str, kind: str, body: dict) -> Response:
+    """The SSE response, started once the job's first events are in: a job
+    that fails before its first token (a bad grammar, a prompt too long) still
+    answers with its HTTP status and error body rather than a 200 stream."""
+    events = st.bridge.events(job_id)
     try:
-        first = writer.start()
+        first = await st.bridge.until_disconnect(events.__anext__(), request)
+    except ClientGone:
+        await events.aclose()
+        st.bridge.pool.submit(st.backend.cancel, job_id)
+        return Response(status_code=499)
+    except StopAsyncIteration:
+        first = []
+    final = next((as_record(e["record"]) for e in first if "record" in e), None)
+    if final is not None and final.status != "succeeded" and not any(e.get("delta") for e in first):
+        await events.aclose()
+        raise job_error(final)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    writer = ChunkWriter(kind, job_id, body["model"], include_usage)
+    return StreamingResponse(_stream(st, job_id, writer, first, events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _stream(st, job_id: str, writer: ChunkWriter, first: list[dict], events):
+    finished = False
+    final = None
+
+    async def batches():
         if first:
             yield first
-        final = None
-        async for evs in st.bridge.events(job_id):
+        async for evs in events:
+            yield evs
+
+    try:
+        start = writer.start()
+        if start:
+            yield start
+        async for evs in batches():
             for index, text in _joined_deltas(evs):
                 yield writer.delta(text, index)
             for e in evs:
@@ -146,7 +173,6 @@ async def _stream(st, job_id: str, writer: ChunkWriter):
     finally:
         if not finished:  # client gone (the task is being cancelled: do not await here)
             st.bridge.pool.submit(st.backend.cancel, job_id)
-
 
 
 def _joined_deltas(evs: list[dict]) -> list[tuple[int, str]]:
