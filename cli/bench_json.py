@@ -162,7 +162,7 @@ def run_decode(eng: Engine, prompts: list[str], gen: int, concurrency: int, cons
 @click.option("--model", "-m", envvar="LLAMAQ_MODEL", help="GGUF file (default: bundled Gemma 3 270M).")
 @click.option("--gen-tokens", default=48, show_default=True)
 @click.option("--concurrency", "levels", default="1,16", show_default=True, help="Comma-separated levels.")
-@click.option("--requests", "n_requests", default=16, show_default=True, help="Requests per level (at least the level).")
+@click.option("--requests", "n_requests", default=16, show_default=True, help="Requests per level above 1 (at least the level); 4 at level 1.")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True)
 @click.option("--bench-dir", type=click.Path(path_type=Path), default=BENCH_DIR, show_default=True,
@@ -196,8 +196,9 @@ def command(model, gen_tokens, levels, n_requests, threads, n_gpu_layers, bench_
             c = Constraint("json_schema", DECODE_SCHEMA)
             eng.generate(prompts[0], temperature=0, max_tokens=4, constraint=c)  # warm-up, compiles
             for level in levels:
-                plain = run_decode(eng, prompts, gen_tokens, level, None)
-                schema = run_decode(eng, prompts, gen_tokens, level, c)
+                share = prompts[: max(level, n_requests) if level > 1 else min(4, n_requests)]
+                plain = run_decode(eng, share, gen_tokens, level, None)
+                schema = run_decode(eng, share, gen_tokens, level, c)
                 schema["vs_plain"] = schema["ms_per_token"] / plain["ms_per_token"]
                 rows += [plain, schema]
             print_table(rows, [("mode", "mode", ""), ("concurrency", "conc", "d"), ("requests", "reqs", "d"),
