@@ -395,39 +395,52 @@ def _start_embedding(engine, body: dict) -> Pending:
     return Pending([], lambda _: out, body=out)
 
 
-def _translation_prompt(engine, text: str, body: dict) -> str:
-    try:  # the translation engineer's prompt builder, when it is there
-        from jobs.translation import build_prompt  # type: ignore[attr-defined]
+def _translation_helpers():
+    """The translation engineer's prompt builder, output cleanup and token budget
+    (jobs/translation), or plain stand-ins when that package is not there."""
+    try:
+        from jobs.translation import build_prompt
+        from jobs.translation.hygiene import clean
+        from jobs.translation.languages import name
+        from jobs.translation.pipeline import max_tokens_for
     except ImportError:
-        build_prompt = None
-    if build_prompt is not None:
-        return build_prompt(engine, text, target_language=body["target_language"],
-                            source_language=body.get("source_language"), glossary=body.get("glossary"))
-    src = body.get("source_language")
-    lines = [f"Translate the following text{' from ' + src if src else ''} into {body['target_language']}.",
+        return None
+    return build_prompt, clean, name, max_tokens_for
+
+
+def _simple_prompt(engine, text: str, *, target_language: str, source_language: str | None = None,
+                   glossary: dict | None = None) -> str:
+    src = f" from {source_language}" if source_language else ""
+    lines = [f"Translate the following text{src} into {target_language}.",
              "Reply with the translation only, keeping the formatting."]
-    if body.get("glossary"):
+    if glossary:
         lines.append("Use these translations for these terms:")
-        lines += [f"- {k}: {v}" for k, v in body["glossary"].items()]
+        lines += [f"- {k}: {v}" for k, v in glossary.items()]
     lines += ["", text]
     return engine.render_chat([{"role": "user", "content": "\n".join(lines)}])
 
 
 def _start_translation(engine, body: dict, on_delta: OnDelta | None) -> Pending:
     inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    helpers = _translation_helpers()
+    build_prompt, clean, lang_name, budget_for = helpers or (
+        _simple_prompt, lambda out, src, tgt: out.strip(), lambda c: c, lambda t: 2 * len(t) // 3 + 32)
+    tgt = body["target_language"]
     reqs = []
     for text in inputs:
-        prompt = _translation_prompt(engine, text, body)
-        budget = body.get("max_tokens") or 2 * len(engine.tokenize(text, add_special=False)) + 32
-        params = _params(dict(body, max_tokens=budget), engine.chat_stop, temperature=0.0)
+        prompt = build_prompt(engine, text, target_language=tgt, source_language=body.get("source_language"),
+                              glossary=body.get("glossary"))
+        params = _params(dict(body, max_tokens=body.get("max_tokens") or budget_for(text)), engine.chat_stop,
+                         temperature=0.0)
         reqs.append(Request(prompt, params))
     created, model = int(time.time()), _model(engine, body)
 
     def build(results: list) -> dict:
-        data = [{"object": "translation", "index": i, "text": r.text.strip(), "finish_reason": _finish_reason(r)}
-                for i, r in enumerate(results)]
+        data = [{"object": "translation", "index": i, "text": clean(r.text, src, lang_name(tgt)),
+                 "finish_reason": _finish_reason(r)}
+                for i, (src, r) in enumerate(zip(inputs, results))]
         return {"id": f"trans-{uuid.uuid4().hex}", "object": "list", "created": created, "model": model,
-                "target_language": body["target_language"], "source_language": body.get("source_language"),
+                "target_language": tgt, "source_language": body.get("source_language"),
                 "data": data, "usage": _usage(results)}
 
     return Pending(_submit_all(engine, reqs), build, on_delta)

@@ -265,6 +265,9 @@ def _load_engine(sender, **kwargs) -> None:
     from .tasks import send_jobs
 
     app = sender.app
+    if "thread" not in str(sender.pool_cls).lower():
+        raise RuntimeError(f"llamaq workers need the threads pool (--pool threads), not {sender.pool_cls!r}: "
+                           "one engine per process is shared by all the jobs it holds")
     s = _settings_of(app)
     cfg = EngineConfig(model_path=s.model, n_parallel=s.parallel, n_gpu_layers=s.n_gpu_layers)
     if s.n_ctx:
