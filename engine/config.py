@@ -41,6 +41,7 @@ class EngineConfig:
     max_ctx_per_seq: int | None = None  # prompt + output limit per request; None: n_ctx
     swa_full: bool = True  # full-size SWA cache so sliding-window models can reuse prefixes
     flash_attn: bool | None = None  # None: llama.cpp decides
+    kv_type: str = "f16"  # KV cache element type: f16, f32 (exact, batch-invariant tests), q8_0
     embedding_n_ctx: int = 2048
     embedding_n_batch: int = 2048
     verbose: bool = False

@@ -41,6 +41,7 @@ class Engine:
             n_threads=cfg.n_threads,
             swa_full=cfg.swa_full,
             flash_attn=cfg.flash_attn,
+            kv_type=cfg.kv_type,
         )
         self._batch = Batch(cfg.n_batch)
         self._sched = Scheduler(

@@ -12,6 +12,7 @@ from llama_cpp import _logger
 from .errors import ModelLoadError
 
 _backend_ready = False
+_KV_TYPES = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
 
 
 def _init_backend(verbose: bool) -> None:
@@ -114,6 +115,7 @@ class Model:
         embeddings: bool = False,
         swa_full: bool = True,
         flash_attn: bool | None = None,
+        kv_type: str = "f16",
     ) -> llama_cpp.llama_context_p:
         p = llama_cpp.llama_context_default_params()
         p.n_ctx = n_ctx
@@ -126,6 +128,9 @@ class Model:
         p.kv_unified = True  # seq_cp then shares cells across sequences instead of copying
         p.swa_full = swa_full
         p.no_perf = True
+        if kv_type not in _KV_TYPES:
+            raise ValueError(f"kv_type must be one of {sorted(_KV_TYPES)}, got {kv_type!r}")
+        p.type_k = p.type_v = _KV_TYPES[kv_type]
         if flash_attn is not None:
             p.flash_attn_type = 1 if flash_attn else 0
         if embeddings:
