@@ -302,9 +302,10 @@ class Engine:
         now = time.perf_counter()
         ms = lambda t: (t - seq.submitted) * 1000 if t else 0.0  # noqa: E731
         generated = seq.tokens[seq.n_prompt :]
-        incomplete = seq.matcher is not None and not seq.matcher.is_accepting()
+        text = seq.stream.text if seq.stream else ""
+        incomplete = self._incomplete(seq, text)
         return Result(
-            text=seq.stream.text if seq.stream else "",
+            text=text,
             finish_reason=reason,  # type: ignore[arg-type]
             usage=Usage(seq.n_prompt, len(generated), seq.n_reused),
             timings=Timings(queue_ms=ms(seq.admitted), ttft_ms=ms(seq.first_token), total_ms=ms(now)),
@@ -312,6 +313,16 @@ class Engine:
             error=error,
             incomplete=incomplete,
         )
+
+    @staticmethod
+    def _incomplete(seq: Sequence, text: str) -> bool:
+        """Constrained output that is cut short (max_tokens, a stop string) or,
+        as a last line of defence, does not validate: never a success."""
+        if seq.matcher is None:
+            return False
+        from .constraint import validate_output
+
+        return not seq.matcher.is_accepting() or validate_output(seq.request.params.constraint, text) is not None
 
     def _reap_cancelled(self) -> None:
         while self._cancels:
