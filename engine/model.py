@@ -52,7 +52,7 @@ class Model:
         self.can_share_prefix = not (
             llama_cpp.llama_model_is_recurrent(ptr) or llama_cpp.llama_model_is_hybrid(ptr)
         )
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
 
     @property
     def name(self) -> str:
@@ -94,6 +94,14 @@ class Model:
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         """The raw bytes of one token (may be part of a UTF-8 character)."""
+        if not special:
+            piece = self._pieces.get(token)
+            if piece is None:
+                piece = self._pieces[token] = self._token_bytes(token, False)
+            return piece
+        return self._token_bytes(token, True)
+
+    def _token_bytes(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
