@@ -411,3 +411,22 @@ def test_stream_that_fails_before_its_first_token_is_an_http_error(oai, model):
     with pytest.raises(openai.BadRequestError) as e:
         oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 9000}], stream=True)
     assert e.value.body["code"] == "context_length_exceeded"
+
+
+def test_a_50000_line_batch_is_accepted_whole(oai, model, backend):
+    """The issue's limit: 50,000 lines are validated and queued as jobs (the time
+    is printed, not asserted); cancelling then stops all that did not run."""
+    lines = [chat_line(f"n{i}", model, f"Question {i}: what is {i} plus {i}?", max_tokens=1) for i in range(50_000)]
+    t0 = time.perf_counter()
+    f = oai.files.create(file=("big.jsonl", jsonl(lines)), purpose="batch")
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b, _ = wait_batch(oai, b.id, until=("in_progress",))
+    t_progress = time.perf_counter() - t0
+    _wait_for(lambda: backend.batch_counts(b.id)["total"] == 50_000, timeout=120)
+    t_queued = time.perf_counter() - t0
+    print(f"\n50,000 lines: in_progress after {t_progress:.1f}s, all queued after {t_queued:.1f}s")
+    assert oai.batches.retrieve(b.id).request_counts.total == 50_000
+    oai.batches.cancel(b.id)
+    b, _ = wait_batch(oai, b.id, timeout=120)
+    assert b.status == "cancelled" and b.request_counts.completed + b.request_counts.failed == 50_000
+    assert b.request_counts.failed > 40_000
