@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 
 from .ids import new_id
+from .jobresult import job_error
 from .store import FINAL_BATCH_STATES, Store
 
 log = logging.getLogger("llamaq.api.batches")
@@ -106,33 +107,13 @@ def output_line(line: Line, rec) -> tuple[bool, dict]:
             "response": {"status_code": 200, "request_id": rec.id, "body": rec.result},
             "error": None,
         }
-    err = error_body(rec)
-    status = 499 if rec.status == "cancelled" else err.pop("_status", 500)
+    err = job_error(rec)
     return False, {
         "id": line_id,
         "custom_id": line.custom_id,
-        "response": {"status_code": status, "request_id": rec.id, "body": {"error": err}},
-        "error": {"code": err.get("code") or rec.status, "message": err["message"]},
+        "response": {"status_code": err.status, "request_id": rec.id, "body": err.body()},
+        "error": {"code": err.code or rec.status, "message": err.message},
     }
-
-
-_CODE_STATUS = {"model_not_found": 404, "not_found": 404, "queue_full": 429, "no_worker": 503}
-
-
-def error_body(rec) -> dict:
-    """OpenAI error object for a failed or cancelled job; "_status" carries the HTTP status."""
-    e = rec.error
-    if rec.status == "cancelled":
-        return {"message": "the job was cancelled", "type": "invalid_request_error", "param": None,
-                "code": "cancelled"}
-    if isinstance(e, dict):
-        out = {"message": str(e.get("message") or e), "type": e.get("type") or "server_error",
-               "param": e.get("param"), "code": e.get("code")}
-        status = _CODE_STATUS.get(out["code"]) or (400 if out["type"] == "invalid_request_error" else 500)
-        out["_status"] = int(e.get("status") or status)
-        return out
-    return {"message": str(e or "the job failed"), "type": "server_error", "param": None, "code": "job_failed",
-            "_status": 500}
 
 
 def public(batch: dict) -> dict:

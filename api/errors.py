@@ -70,22 +70,34 @@ def unavailable(message: str, code: str = "no_worker") -> APIError:
     return APIError(503, message, type="service_unavailable_error", code=code, headers={"Retry-After": "5"})
 
 
+# What a jobs error's code means for its HTTP status (others: by its type).
+CODE_STATUS = {"model_not_found": 404, "not_found": 404, "queue_full": 429, "no_worker": 503,
+               "context_length_exceeded": 400}
+
+
+def from_error_dict(d: dict) -> APIError:
+    """The APIError for an OpenAI error dict as the jobs layer records it."""
+    code, type_ = d.get("code"), d.get("type") or "server_error"
+    status = CODE_STATUS.get(code) or (400 if type_ == "invalid_request_error" else 500)
+    message = str(d.get("message") or "the job failed")
+    if status == 429:
+        return queue_full(message)
+    if status == 503:
+        return unavailable(message, code=code or "no_worker")
+    return APIError(status, message, type=type_, param=d.get("param"), code=code)
+
+
 def from_exception(exc: BaseException) -> APIError | None:
     """Translate a jobs/engine exception into an APIError; None if it is not one we know."""
+    from engine import errors as ee
+    from jobs import errors as je
+
     if isinstance(exc, APIError):
         return exc
-    from engine import errors as ee
-
     param = getattr(exc, "param", None)
     message = str(exc) or type(exc).__name__
-    try:
-        from jobs import errors as je
-    except ImportError:  # jobs/ not importable: only engine errors can be translated
-        je = None
-    if je is not None:
-        mapped = _from_jobs_error(je, exc, message, param)
-        if mapped is not None:
-            return mapped
+    if isinstance(exc, je.JobError):
+        return from_error_dict(exc.to_dict())
     if isinstance(exc, ee.PromptTooLong):
         return APIError(400, message, param=param or "messages", code="context_length_exceeded")
     if isinstance(exc, ee.InvalidRequest):
@@ -96,22 +108,6 @@ def from_exception(exc: BaseException) -> APIError | None:
         return unavailable(message, code="engine_unavailable")
     if isinstance(exc, TimeoutError):
         return APIError(504, message, type="timeout_error", code="timeout")
-    return None
-
-
-def _from_jobs_error(je, exc: BaseException, message: str, param: str | None) -> APIError | None:
-    # The queue engineer's error classes, matched by what each means.
-    checks = [
-        ("JobValidationError", lambda: bad_request(message, param)),
-        ("ModelNotFound", lambda: not_found(message, param or "model", code="model_not_found")),
-        ("QueueFull", lambda: queue_full(message)),
-        ("NoWorker", lambda: unavailable(message)),
-        ("JobNotFound", lambda: not_found(message)),
-    ]
-    for cls_name, make in checks:
-        cls = getattr(je, cls_name, None)
-        if cls is not None and isinstance(exc, cls):
-            return make()
     return None
 
 
@@ -164,15 +160,9 @@ def install(app: FastAPI) -> None:
         return mapped.response()
 
     from engine.errors import EngineError
+    from jobs.errors import JobError
 
-    known: list[type[BaseException]] = [EngineError, TimeoutError]
-    try:
-        from jobs.errors import JobError
-
-        known.append(JobError)
-    except ImportError:
-        pass
-    for cls in known:
+    for cls in (EngineError, JobError, TimeoutError):
         app.add_exception_handler(cls, _known)
 
     @app.exception_handler(Exception)

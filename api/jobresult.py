@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from .batches import error_body
-from .errors import APIError
+from .errors import APIError, from_error_dict
 
 
 def record_dict(rec) -> dict:
@@ -19,6 +18,8 @@ def as_record(rec):
 
 def job_error(rec) -> APIError:
     """The APIError a failed or cancelled job answers with."""
-    err = error_body(rec)
-    status = err.pop("_status", 409)
-    return APIError(status, err["message"], type=err["type"], param=err["param"], code=err["code"])
+    if rec.status == "cancelled":
+        return APIError(409, "the job was cancelled", code="cancelled")
+    if isinstance(rec.error, dict):
+        return from_error_dict(rec.error)
+    return APIError(500, str(rec.error or "the job failed"), type="server_error", code="job_failed")
