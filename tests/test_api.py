@@ -430,3 +430,13 @@ def test_a_50000_line_batch_is_accepted_whole(oai, model, backend):
     b, _ = wait_batch(oai, b.id, timeout=120)
     assert b.status == "cancelled" and b.request_counts.completed + b.request_counts.failed == 50_000
     assert b.request_counts.failed > 40_000
+
+
+def test_openapi_schema_lists_every_endpoint(base_url):
+    paths = httpx.get(f"{base_url}/openapi.json").json()["paths"]
+    for p in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/translations", "/v1/files",
+              "/v1/files/{file_id}/content", "/v1/batches", "/v1/batches/{batch_id}/cancel", "/v1/jobs",
+              "/v1/jobs/{job_id}", "/v1/models", "/health", "/metrics"):
+        assert p in paths, p
+    body = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["messages"] and "response_format" in body["properties"]
