@@ -83,7 +83,13 @@ class Engine:
         return self.model.tokenize(text, add_special=add_special)
 
     def detokenize(self, tokens: list[int]) -> str:
+        self._check_tokens(tokens, "tokens")
         return self.model.detokenize(tokens)
+
+    def _check_tokens(self, tokens: object, param: str) -> None:
+        n = self.model.n_vocab
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n for t in tokens):
+            raise InvalidRequest(f"{param} must be a list of token ids in 0..{n - 1}", param=param)
 
     def render_chat(self, messages: list[dict]) -> str:
         msgs = chat.normalise(messages)
@@ -175,8 +181,9 @@ class Engine:
             bos = self.model.token_bytes(self.model.bos, special=True).decode("utf-8", "replace")
             # A rendered chat template usually writes BOS itself: don't add a second.
             return self.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
-        if not prompt or not all(isinstance(t, int) and 0 <= t < self.model.n_vocab for t in prompt):
-            raise InvalidRequest(f"prompt tokens must be a non-empty list of ids in 0..{self.model.n_vocab - 1}", param="prompt")
+        if not prompt:
+            raise InvalidRequest("prompt is empty", param="prompt")
+        self._check_tokens(prompt, "prompt")
         return list(prompt)
 
     # ---------------------------------------------------------------- the loop

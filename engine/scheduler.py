@@ -19,6 +19,9 @@ from .sequence import Sequence, Status
 
 # A follower waits for a leader's prompt only when that saves at least this many tokens.
 MIN_SHARED_WAIT = 16
+# Room reserved for a request's output. Capped, so one request with a huge
+# max_tokens does not hold the whole cache; past the cap it takes its chances.
+RESERVE_MAX = 1024
 
 
 @dataclass
@@ -69,7 +72,7 @@ class Scheduler:
         return s.n_past - shared
 
     def _reserved(self, s: Sequence) -> int:
-        return (s.n_prompt - s.n_past) + max(0, s.max_tokens - s.n_generated)
+        return (s.n_prompt - s.n_past) + min(RESERVE_MAX, max(0, s.max_tokens - s.n_generated))
 
     def committed(self) -> int:
         resident = [*self.running, *self.cached.values()]
@@ -110,7 +113,7 @@ class Scheduler:
             seq.leader, seq.wait_len = src, potential
             return "wait_leader"
         seq.leader = None
-        need = (seq.n_prompt - usable) + seq.max_tokens
+        need = (seq.n_prompt - usable) + min(RESERVE_MAX, seq.max_tokens)
         if not self._make_room(need, keep=src):
             return "no_room"
         seq_id = self._take_id(keep=src)

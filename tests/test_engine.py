@@ -278,3 +278,13 @@ def test_engine_death_reaches_every_waiting_handle(tiny_model_path, monkeypatch)
     with pytest.raises(EngineDead):
         eng.submit(greedy("y"))
     eng.close()
+
+
+def test_out_of_range_token_ids_are_rejected(tiny_engine):
+    n = tiny_engine.model.n_vocab
+    with pytest.raises(InvalidRequest, match="token ids"):
+        tiny_engine.detokenize([1, n + 10])
+    with pytest.raises(InvalidRequest, match="token ids"):
+        tiny_engine.submit(Request([2, n]))
+    with pytest.raises(InvalidRequest, match="token ids"):
+        tiny_engine.submit(Request([2, -1]))
