@@ -178,8 +178,6 @@ def test_ids_queries_files_batches_jobs_never_5xx(server, data):
         check(c.post("/v1/jobs", content=dumps(body)), proc)
 
 
-@pytest.mark.xfail(reason="embedding token ids are not range-checked: detokenize aborts the process in llama.cpp "
-                          "(reported to the queue engineer and the lead); run last, it kills the server")
 def test_embedding_token_ids_outside_the_vocabulary_are_400(server):
     """Token ids the model does not have must be a 400, never reach llama.cpp."""
     c, proc = server
