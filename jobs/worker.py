@@ -5,7 +5,8 @@ thread claims each job in its record, submits it to the in-process engine and
 waits on the handles, so every job the worker holds decodes in one batch.
 
 worker_process_init is not sent for the threads pool, so the engine is loaded
-on worker_init (main process, before consuming). Two background threads: a
+on worker_init (main process, before consuming); the worker registers once its
+consumer is ready (worker_ready). Two background threads: a
 heartbeat (the worker's models, in Redis with a TTL; a job owned by a worker
 whose heartbeat lapsed is run again elsewhere) and a cancel watcher (polls the
 cancel set for the jobs running here and cancels their engine handles).
@@ -79,7 +80,8 @@ class WorkerRuntime:
     def close(self) -> None:
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=5)
+            if t.is_alive():
+                t.join(timeout=5)
         try:
             self.store.unregister(self.name)
         except redis.RedisError:
@@ -278,7 +280,14 @@ def _load_engine(sender, **kwargs) -> None:
     store = JobStore.from_url(s.redis_url, s)
     _runtime = WorkerRuntime(engine, store, s, model,
                              publish=lambda ids, m, p: send_jobs(app, ids, m, p))
-    _runtime.start()
+
+
+@signals.worker_ready.connect
+def _register(sender, **kwargs) -> None:
+    """Heartbeat from when the consumer takes messages: a registered worker is one
+    that serves (the API's health and a job's "no worker serves" detail rely on it)."""
+    if _runtime is not None:
+        _runtime.start()
 
 
 @signals.worker_shutdown.connect
