@@ -26,7 +26,7 @@ from engine import Constraint, Engine, EngineConfig, Request, SamplingParams
 from engine.constraint import compile_constraint, find_serialization, make_tokenizer
 from engine.errors import InvalidRequest
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsonschemabench"
+BENCH_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "jsonschemabench"
 MASK_SCHEMAS = ("Glaiveai2K---calculate_area_0d060209", "Snowplow---sp_51_Normalized",
                 "Github_easy---o5163", "JsonSchemaStore---nycrc")
 DECODE_SCHEMA = {

@@ -43,7 +43,7 @@ class RedisServer:
     def start(self) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
-            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            pytest.fail("redis-server is not installed (apt-get install redis-server; tests/run.sh does it)")
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",

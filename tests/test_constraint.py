@@ -25,7 +25,7 @@ from engine.constraint import (
 from engine.errors import InvalidRequest
 from engine.types import Constraint
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsonschemabench"
+BENCH_DIR = Path(__file__).resolve().parent / "data" / "jsonschemabench"
 BENCH = sorted(BENCH_DIR.glob("*.json"))
 
 # Rejected up front, with the keyword the error must name (docs/structured-output.md).
