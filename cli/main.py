@@ -16,25 +16,22 @@ def bench() -> None:
     """Benchmarks: each prints a table and writes JSON, baseline measured in the same run."""
 
 
-# COMMANDS: one line per command module.
-from cli import engine_cmds  # noqa: E402
+# The commands live in their own modules; this file only wires them up.
+from cli import (  # noqa: E402
+    bench_engine,
+    bench_json,
+    bench_prefix,
+    bench_queue,
+    bench_serve,
+    bench_translate,
+    client_cmds,
+    engine_cmds,
+    serve,
+    translate,
+    worker,
+)
 
-for _cmd in engine_cmds.commands:
+for _cmd in (*engine_cmds.commands, translate.command, serve.command, worker.command, *client_cmds.commands):
     main.add_command(_cmd)
-
-from cli import bench_engine, bench_prefix  # noqa: E402
-
-bench.add_command(bench_engine.command)
-bench.add_command(bench_prefix.command)
-
-from cli import bench_translate, translate  # noqa: E402
-main.add_command(translate.command); bench.add_command(bench_translate.command)  # noqa: E702
-
-from cli import bench_serve, client_cmds, serve  # noqa: E402
-for _cmd in (serve.command, *client_cmds.commands): main.add_command(_cmd)  # noqa: E701
-bench.add_command(bench_serve.command)
-
-from cli import bench_queue, worker  # noqa: E402
-main.add_command(worker.command); bench.add_command(bench_queue.command)  # noqa: E702
-
-from cli import bench_json; bench.add_command(bench_json.command)  # noqa: E402,E702
+for _cmd in (bench_engine, bench_prefix, bench_json, bench_queue, bench_serve, bench_translate):
+    bench.add_command(_cmd.command)

@@ -8,7 +8,6 @@ import pytest
 from jobs.settings import Settings
 from jobs.store import JobStore, NewJob
 
-pytest_plugins = ["redis_fixtures"]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import redis
 from jobs.remote import RedisBackend
 from redis_fixtures import RedisServer, start_worker
 
-pytest_plugins = ["redis_fixtures"]
 
 
 def chat(i: int, max_tokens: int = 16) -> tuple[str, dict]:
