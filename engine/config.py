@@ -35,7 +35,7 @@ class EngineConfig:
     n_parallel: int = 16  # sequences decoding at once
     n_seq_cache: int = 16  # extra sequence ids that only hold cached prefixes
     n_batch: int = 512  # per-step token budget (decode tokens + prompt chunks)
-    n_threads: int | None = None  # None: all cores
+    n_threads: int | None = None  # None: half the cores for one-token steps, all for bigger batches
     n_gpu_layers: int = 0  # -1: all
     max_waiting: int = 4096  # bounded queue; beyond it submit() raises QueueFull
     max_ctx_per_seq: int | None = None  # prompt + output limit per request; None: n_ctx

@@ -130,9 +130,12 @@ class Model:
         p.n_batch = n_batch
         p.n_ubatch = n_batch
         p.n_seq_max = n_seq_max
-        threads = n_threads or os.cpu_count() or 1
-        p.n_threads = threads
-        p.n_threads_batch = threads
+        cores = os.cpu_count() or 1
+        # llama.cpp uses n_threads for one-token batches and n_threads_batch for
+        # larger ones; a lone decode step is too small to gain from every core
+        # (llama-cpp-python's default split, measured faster here too).
+        p.n_threads = n_threads or max(1, cores // 2)
+        p.n_threads_batch = n_threads or cores
         p.kv_unified = True  # seq_cp then shares cells across sequences instead of copying
         p.swa_full = swa_full
         p.no_perf = True
