@@ -72,7 +72,8 @@ class Scheduler:
         return s.n_past - shared
 
     def _reserved(self, s: Sequence) -> int:
-        return (s.n_prompt - s.n_past) + min(RESERVE_MAX, max(0, s.max_tokens - s.n_generated))
+        # Once decoding, n_past passes n_prompt: only the output is still to come.
+        return max(0, s.n_prompt - s.n_past) + min(RESERVE_MAX, max(0, s.max_tokens - s.n_generated))
 
     def committed(self) -> int:
         resident = [*self.running, *self.cached.values()]

@@ -145,3 +145,13 @@ def test_default_model_reuse_by_teacher_forcing(default_engine, default_model_pa
         margins.append(float(logits.max() - logits[tok]))
     llm.close()
     assert max(margins) < 0.5, margins
+
+
+def test_many_long_requests_never_overrun_the_cache(tiny_model_path):
+    """Admission reserves room for prompts and outputs: more work than the KV
+    cache holds waits its turn instead of failing a decode."""
+    with Engine(tiny_config(tiny_model_path, n_ctx=2048, n_parallel=16)) as eng:
+        params = SamplingParams(temperature=0.8, seed=1, max_tokens=48, ignore_eos=True)
+        handles = [eng.submit(Request(f"Doc {i}: " + text(30 + 9 * i, i), params, cache_prompt=False)) for i in range(24)]
+        results = [h.result() for h in handles]
+        assert all(r.usage.completion_tokens == 48 for r in results)
