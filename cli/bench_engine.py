@@ -57,25 +57,29 @@ def run_sequential(path: str, prompts: list[list[int]], gen: int, threads: int |
             "ttft_p50_ms": pct(ttfts, 50), "ttft_p95_ms": pct(ttfts, 95)}
 
 
-def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int) -> dict:
-    """`concurrency` clients, each sending its share of prompts back to back."""
+def run_clients(eng: Engine, prompts: list, concurrency: int, params: SamplingParams) -> tuple[list, float]:
+    """`concurrency` clients, each sending its share of prompts back to back:
+    (results, wall seconds)."""
     results, lock = [], threading.Lock()
-    shares = [prompts[i::concurrency] for i in range(concurrency)]
 
-    def client(share: list[list[int]]) -> None:
+    def client(share: list) -> None:
         for p in share:
-            params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
             r = eng.submit(Request(p, params)).result()
             with lock:
                 results.append(r)
 
-    threads = [threading.Thread(target=client, args=(s,)) for s in shares]
+    threads = [threading.Thread(target=client, args=(prompts[i::concurrency],)) for i in range(concurrency)]
     start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
+    return results, time.perf_counter() - start
+
+
+def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int) -> dict:
+    params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+    results, wall = run_clients(eng, prompts, concurrency, params)
     tokens = sum(r.usage.completion_tokens for r in results)
     ttfts = [r.timings.ttft_ms for r in results]
     return {"mode": "engine", "concurrency": concurrency, "requests": len(results), "tokens": tokens,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from cli.bench_engine import run_clients
 from cli.benchutil import out_option, print_table, write_json
-from engine import Constraint, Engine, EngineConfig, Request, SamplingParams
+from engine import Constraint, Engine, EngineConfig, SamplingParams
 from engine.constraint import compile_constraint, find_serialization, make_tokenizer
 from engine.errors import InvalidRequest
 
@@ -134,24 +134,8 @@ def schema_support(model, bench_dir: Path) -> dict:
 
 
 def run_decode(eng: Engine, prompts: list[str], gen: int, concurrency: int, constraint) -> dict:
-    """`concurrency` clients sending their share of prompts back to back."""
-    results, lock = [], threading.Lock()
-
-    def client(share: list[str]) -> None:
-        for p in share:
-            params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=constraint is None,
-                                    constraint=constraint)
-            r = eng.submit(Request(p, params)).result()
-            with lock:
-                results.append(r)
-
-    threads = [threading.Thread(target=client, args=(prompts[i::concurrency],)) for i in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=constraint is None, constraint=constraint)
+    results, wall = run_clients(eng, prompts, concurrency, params)
     tokens = sum(r.usage.completion_tokens for r in results)
     return {"mode": "schema" if constraint else "plain", "concurrency": concurrency, "requests": len(results),
             "tokens": tokens, "wall_s": wall, "ms_per_token": 1e3 * wall / tokens, "tok_s": tokens / wall,

@@ -35,10 +35,6 @@ class Batch:
     def clear(self) -> None:
         self.n = 0
 
-    @property
-    def free(self) -> int:
-        return self.capacity - self.n
-
     def add(self, tokens: list[int], start_pos: int, seq_id: int, logits_last: bool) -> int:
         """Append tokens of one sequence at consecutive positions; return the
         batch index of the last one (where its logits land if requested)."""

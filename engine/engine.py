@@ -22,7 +22,7 @@ from .model import Model
 from .scheduler import KV, Chunk, Scheduler
 from .sequence import Sequence, Status
 from .text_stream import TextStream
-from .types import EngineStats, Request, Result, Timings, Usage
+from .types import EngineStats, Request, Result, SamplingParams, Timings, Usage
 
 log = logging.getLogger("llamaq.engine")
 
@@ -121,8 +121,6 @@ class Engine:
 
     def generate(self, prompt: str | list[int], **params) -> Result:
         """Convenience: submit and wait."""
-        from .types import SamplingParams
-
         return self.submit(Request(prompt, SamplingParams(**params))).result()
 
     def embed(self, texts: list[str]) -> list[list[float]]:

@@ -64,16 +64,6 @@ class Model:
             self.ptr = None
 
     # -- metadata --
-    def meta(self, key: str) -> str | None:
-        buf = ctypes.create_string_buffer(4096)
-        n = llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        if n < 0:
-            return None
-        if n >= len(buf):
-            buf = ctypes.create_string_buffer(n + 1)
-            llama_cpp.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
-        return buf.value.decode("utf-8", errors="replace")
-
     def chat_template(self) -> str | None:
         tmpl = llama_cpp.llama_model_chat_template(self.ptr, None)
         return tmpl.decode("utf-8", errors="replace") if tmpl else None

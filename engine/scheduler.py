@@ -111,9 +111,7 @@ class Scheduler:
     def _try_admit(self, seq: Sequence) -> str:
         src, usable, potential = self._match(seq)
         if src is not None and src.prefilling and potential - usable >= MIN_SHARED_WAIT:
-            seq.leader, seq.wait_len = src, potential
-            return "wait_leader"
-        seq.leader = None
+            return "wait_leader"  # re-matched next step, when the leader has prefilled more
         need = (seq.n_prompt - usable) + min(RESERVE_MAX, seq.max_tokens)
         if not self._make_room(need, keep=src):
             return "no_room"
@@ -163,7 +161,6 @@ class Scheduler:
         return n
 
     def _touch(self, seq: Sequence) -> None:
-        seq.last_used = time.perf_counter()
         if seq.seq_id in self.cached:
             self.cached.move_to_end(seq.seq_id)
 

@@ -37,9 +37,6 @@ class Sequence:
     stream: TextStream | None = None
     admitted: float = 0.0
     first_token: float = 0.0
-    last_used: float = 0.0
-    leader: "Sequence | None" = None  # sequence whose prefix this one waits for
-    wait_len: int = 0
     batch_index: int = -1  # where this step's logits land, or -1
 
     def __post_init__(self) -> None:
