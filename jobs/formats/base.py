@@ -129,5 +129,19 @@ def split_lines(text: str) -> list[str]:
     return _LINE.findall(text)
 
 
+def line_runs(text: str, is_blank: Callable[[str], bool]) -> list[list[str]]:
+    """Runs of consecutive non-blank lines; runs of blank lines are runs of their own."""
+    runs: list[list[str]] = []
+    cur: list[str] = []
+    for line in split_lines(text):
+        if cur and is_blank(line) != is_blank(cur[0]):
+            runs.append(cur)
+            cur = []
+        cur.append(line)
+    if cur:
+        runs.append(cur)
+    return runs
+
+
 def line_ending(text: str) -> str:
     return "\r\n" if "\r\n" in text else "\n"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Document, Format, split_lines, translatable
+from .base import Document, Format, line_runs, translatable
 
 _KEYWORD = re.compile(r'^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(".*")\s*$')
 _CONT = re.compile(r'^\s*(".*")\s*$')
@@ -107,14 +107,4 @@ class PoFormat(Format):
 
 def _entries(text: str) -> list[list[str]]:
     """Entries are runs of non-blank lines; blank runs are their own (verbatim) entries."""
-    out: list[list[str]] = []
-    cur: list[str] = []
-    for line in split_lines(text):
-        blank = not line.strip()
-        if cur and blank != (not cur[0].strip()):
-            out.append(cur)
-            cur = []
-        cur.append(line)
-    if cur:
-        out.append(cur)
-    return out
+    return line_runs(text, lambda line: not line.strip())

@@ -5,24 +5,14 @@ from __future__ import annotations
 
 import re
 
-from .base import Document, Format, split_lines, translatable
+from .base import Document, Format, line_runs, translatable
 
 _BLANK = re.compile(r"^[ \t]*(\r\n|\n|\r)?$")
 
 
 def _blocks(text: str) -> list[list[str]]:
     """Consecutive non-blank lines; blank lines form their own blocks (kept verbatim)."""
-    blocks: list[list[str]] = []
-    cur: list[str] = []
-    for line in split_lines(text):
-        blank = bool(_BLANK.match(line))
-        if cur and blank != bool(_BLANK.match(cur[0])):
-            blocks.append(cur)
-            cur = []
-        cur.append(line)
-    if cur:
-        blocks.append(cur)
-    return blocks
+    return line_runs(text, lambda line: bool(_BLANK.match(line)))
 
 
 def _cue_text(doc: Document, lines: list[str], note: str) -> None:
