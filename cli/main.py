@@ -18,12 +18,6 @@ def bench() -> None:
 
 # The commands live in their own modules; this file only wires them up.
 from cli import (  # noqa: E402
-    bench_engine,
-    bench_json,
-    bench_prefix,
-    bench_queue,
-    bench_serve,
-    bench_translate,
     client_cmds,
     engine_cmds,
     serve,
@@ -33,5 +27,8 @@ from cli import (  # noqa: E402
 
 for _cmd in (*engine_cmds.commands, translate.command, serve.command, worker.command, *client_cmds.commands):
     main.add_command(_cmd)
+from cli.bench import engine as bench_engine, json as bench_json, prefix as bench_prefix  # noqa: E402
+from cli.bench import queue as bench_queue, serve as bench_serve, translate as bench_translate  # noqa: E402
+
 for _cmd in (bench_engine, bench_prefix, bench_json, bench_queue, bench_serve, bench_translate):
     bench.add_command(_cmd.command)

@@ -180,7 +180,7 @@ def test_bad_input_is_a_clear_error(tmp_path, args, message):
 
 
 def test_bench_translate_runs(tmp_path, tiny_model_path):
-    from cli.bench_translate import command as bench
+    from cli.bench.translate import command as bench
 
     out = tmp_path / "bench.json"
     r = CliRunner().invoke(bench, ["--model", str(tiny_model_path), "--segments", "6", "--max-tokens", "3",

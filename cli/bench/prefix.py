@@ -11,8 +11,8 @@ import time
 
 import click
 
-from cli.bench_engine import make_prompts
-from cli.benchutil import out_option, print_table, write_json
+from cli.bench.engine import make_prompts
+from cli.bench.util import out_option, print_table, write_json
 from engine import Engine, EngineConfig, Request, SamplingParams
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from cli.benchutil import out_option, print_table, write_json
+from cli.bench.util import out_option, print_table, write_json
 
 WORDS = ("river mountain city lantern quiet engine paper garden window silver market winter harbor "
          "candle forest letter bridge meadow thunder violin").split()

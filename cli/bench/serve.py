@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 import orjson
 
-from cli.benchutil import out_option, pct, print_table, write_json
+from cli.bench.util import out_option, pct, print_table, write_json
 
 TOPICS = ["rivers", "bread", "clocks", "glaciers", "violins", "bridges", "owls", "copper", "tides", "maps",
           "lanterns", "ferns", "kites", "salt", "comets", "harbors"]

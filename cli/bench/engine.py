@@ -16,7 +16,7 @@ import time
 import click
 import llama_cpp
 
-from cli.benchutil import out_option, pct, print_table, write_json
+from cli.bench.util import out_option, pct, print_table, write_json
 from engine import Engine, EngineConfig, Request, SamplingParams
 from engine.batch import Batch
 from engine.model import Model

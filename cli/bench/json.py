@@ -20,8 +20,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from cli.bench_engine import run_clients
-from cli.benchutil import out_option, print_table, write_json
+from cli.bench.engine import run_clients
+from cli.bench.util import out_option, print_table, write_json
 from engine import Constraint, Engine, EngineConfig, SamplingParams
 from engine.constraint import compile_constraint, find_serialization, make_tokenizer
 from engine.errors import InvalidRequest
