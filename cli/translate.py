@@ -160,6 +160,8 @@ def _model_id_offline(model: str | None, api: str | None) -> str:
 @click.option("--memory", "memory_path", type=click.Path(dir_okay=False, path_type=Path),
               help=f"Translation memory file (default: {default_path()}).")
 @click.option("--no-memory", is_flag=True, help="Neither read nor write the translation memory.")
+@click.option("--retry-failed", is_flag=True, help="Try again the segments an earlier run could not translate "
+              "(by default the memory answers them: they stay in source and are reported again).")
 @click.option("--prompt-style", type=click.Choice(["auto", "chat", "base"]), default="auto", show_default=True,
               help="chat: system+user messages through the chat template; base: few-shot text for base models.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Cap on generated tokens per segment.")
@@ -168,7 +170,7 @@ def _model_id_offline(model: str | None, api: str | None) -> str:
 @click.option("--dry-run", is_flag=True, help="List what would be translated; load no model.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def command(paths, tgt, src, out_dir, suffix, glossary, model, api, api_key, include, exclude, fmt_name,
-            memory_path, no_memory, prompt_style, max_tokens, parallel, dry_run, as_json):
+            memory_path, no_memory, retry_failed, prompt_style, max_tokens, parallel, dry_run, as_json):
     """Translate PATH... (files or folders, recursively; '-' reads stdin and writes stdout)
     into --to LANG, keeping each document's structure."""
     if out_dir and suffix:
@@ -215,7 +217,7 @@ def command(paths, tgt, src, out_dir, suffix, glossary, model, api, api_key, inc
         raise click.ClickException(str(e)) from None
     try:
         translator = Translator(submitter, tgt=tgt, src=src, glossary=gloss, memory=memory, style=prompt_style,
-                                max_tokens=max_tokens)
+                                max_tokens=max_tokens, retry_failed=retry_failed)
         progress_holder: list[Progress] = []
 
         def on_progress(p: Progress) -> None:
@@ -257,6 +259,8 @@ def command(paths, tgt, src, out_dir, suffix, glossary, model, api, api_key, inc
         "unique_segments": p.total,
         "reused_from_memory": sum(r.reused for r in results),
         "failed": sum(len(r.failed) for r in results),
+        "accepted_first_try": p.first_try,
+        "accepted_after_retry": p.retried,
         "warnings": sum(len(r.warnings) for r in results),
         "model_calls": submitter.calls,
         "completion_tokens": p.completion_tokens,
@@ -283,7 +287,8 @@ def _summary(results, totals: dict, stream) -> None:
             stream.write(f"warning: {r.name}: {w['segment'][:60]!r}: {w['warning']}\n")
     stream.write(
         f"{totals['files']} files, {totals['segments']} segments ({totals['unique_segments']} distinct), "
-        f"{totals['reused_from_memory']} reused from memory, {totals['failed']} failed, "
+        f"{totals['reused_from_memory']} reused from memory, {totals['accepted_first_try']} translated on the first "
+        f"try, {totals['accepted_after_retry']} after a retry, {totals['failed']} failed (kept in source), "
         f"{totals['model_calls']} model calls, {totals['seconds']:.1f}s\n")
 
 

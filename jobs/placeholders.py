@@ -4,7 +4,7 @@
     protect(text, markup)   -> Protected: text with the opaque parts (inline code,
                                URLs, link targets) replaced by ⟦n⟧ markers, to show the model
     Protected.restore(out)  -> the model's output with the markers put back
-    check(source, translation, markup) -> list of problems, [] when all survived
+    check(source, translation, markup) -> problems, [] when the same placeholders came back
 
 markup: "text" (strings from .po/.json/.txt/subtitles), "md" or "html".
 """
@@ -20,8 +20,10 @@ _MARK_RE = re.compile(r"⟦(\d+)⟧")
 
 _U = "[^\\s<>\"'`)\\]«»“”‘’「」『』、。，（）⟦⟧]"  # URL characters (stop at CJK punctuation too)
 _URL = rf"(?:https?|ftp)://{_U}*[^\s<>\"'`)\].,;:!?«»“”‘’「」『』、。，（）⟦⟧]|\bmailto:{_U}+"
+_ASS = r"\{\\[^{}\n]*\}"  # subtitle override codes: {\an8}, {\i1}
 _PATTERNS = {
     "url": _URL,
+    "ass": _ASS,
     "double_brace": r"\{\{-?\s*[^{}]+?\s*-?\}\}",
     "brace": r"\{[\w.\-\[\]]*(?:![rsa])?(?::[^{}\s]*)?\}",
     "printf": r"%(?:\([\w.\-]+\))?(?:\d+\$)?[-+#0]*(?:\d+|\*)?(?:\.\d+)?(?:l|ll|h|z)?[sdifFeEgGxXoucrp@]|%%",
@@ -42,7 +44,7 @@ _FIND = {
 # What protect() hides from the model: never anything a translator should read.
 _ATTR_TAG = r"<[A-Za-z][\w:.-]*\s[^<>]*>"  # a tag with attributes: nothing in it to read
 _OPAQUE = {
-    "text": re.compile(_URL),
+    "text": re.compile(f"(?:{_URL})|(?:{_ASS})"),
     "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S),
     "html": re.compile(f"(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S | re.I),
 }
@@ -83,10 +85,12 @@ def protect(text: str, markup: str = "text") -> Protected:
 
 
 def check(source: str, translation: str, markup: str = "text") -> list[str]:
-    """Problems with a translation's placeholders: each one missing (as often
-    as it occurs in the source) and any leftover ⟦n⟧ marker."""
-    missing = Counter(find(source, markup)) - Counter(find(translation, markup))
-    problems = [f"missing {p!r}" + (f" (x{n})" if n > 1 else "") for p, n in missing.items()]
+    """Problems with a translation's placeholders: the multisets must be equal,
+    each one missing or added (as often as it is) is a problem, and so is any
+    leftover ⟦n⟧ marker."""
+    want, got = Counter(find(source, markup)), Counter(find(translation, markup))
+    problems = [f"missing {p!r}" + (f" (x{n})" if n > 1 else "") for p, n in (want - got).items()]
+    problems += [f"added {p!r}" + (f" (x{n})" if n > 1 else "") for p, n in (got - want).items()]
     stray = _MARK_RE.findall(translation)
     if stray and not _MARK_RE.search(source):
         problems.append(f"stray marker(s) {', '.join(MARK.format(s) for s in stray)}")

@@ -13,7 +13,9 @@ _EXPLAIN = re.compile(
 _QUOTES = [('"', '"'), ("“", "”"), ("«", "»"), ("「", "」"), ("'", "'"), ("„", "“")]
 
 
-def clean(output: str, source: str, target_name: str) -> str:
+def clean(output: str, source: str, target_name: str, labels: tuple[str, ...] | list[str] = ()) -> str:
+    """labels: the few-shot prompt's "Label:" names; output that runs on into
+    another example (a line starting with one) is cut there."""
     t = output.replace("\r\n", "\n").strip()
     label = re.compile(
         rf"^(?:\*\*)?(?:{re.escape(target_name)}(?: translation)?|translation|translated text|output)"
@@ -21,6 +23,8 @@ def clean(output: str, source: str, target_name: str) -> str:
     t = label.sub("", t, count=1).strip()
     if t.startswith("```") and not source.lstrip().startswith("```"):
         t = re.sub(r"^```[^\n]*\n?|\n?```\s*$", "", t).strip()
+    if labels:
+        t = _run_on(t, source, labels)
     src_lines = source.count("\n") + 1
     lines = t.split("\n")
     # echoed source first, then the translation
@@ -44,3 +48,13 @@ def clean(output: str, source: str, target_name: str) -> str:
             t = t[len(a): -len(b)].strip()
             break
     return t
+
+
+def _run_on(text: str, source: str, labels) -> str:
+    """The text before the first line that starts a new example ("English: ...")."""
+    names = "|".join(re.escape(label) for label in labels)
+    start = re.compile(rf"^\s*(?:{names})\s*[:：]", re.MULTILINE)
+    for m in start.finditer(text):
+        if not start.search(source):
+            return text[: m.start()].rstrip()
+    return text

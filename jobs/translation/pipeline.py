@@ -1,9 +1,11 @@
-"""The translation pipeline: segments in, checked translations out.
+"""The translation pipeline: segments in, verified translations out.
 
 Identical segments are translated once; the translation memory answers what
-it already knows; everything else is submitted at once; each output is
-cleaned, its placeholders restored and checked; a failed check gets one retry
-with a prompt naming what was lost, then is reported, never written."""
+it already knows (accepted translations, and segments no rung could
+translate); everything else is submitted at once. Each output is cleaned, its
+masked parts restored and verified against its source (verify.py). What fails
+climbs the retry ladder, every rung one batch of all the failures; a segment
+that fails every rung keeps its source text and is reported."""
 
 from __future__ import annotations
 
@@ -12,23 +14,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.formats.base import Segment
-from jobs.placeholders import check, find, protect
+from jobs.placeholders import protect
 
 from .glossary import Glossary
 from .hygiene import clean
+from .markers import Tagged, tag
 from .memory import TranslationMemory, memory_key
 from .prompts import PROMPT_VERSION, PromptBuilder
 from .submitters import Completion, Job, Submitter
+from .verify import Verifier
 
 
 @dataclass
 class Outcome:
-    """One segment's result. text is None when the segment failed."""
+    """One segment's result. text is None when the segment failed (now, or in
+    the run the memory remembers)."""
 
     text: str | None
     origin: str  # "memory", "model" or "failed"
     problems: list[str] = field(default_factory=list)  # why it failed
-    warnings: list[str] = field(default_factory=list)  # glossary misses, truncation
+    warnings: list[str] = field(default_factory=list)  # glossary misses
+    tries: int = 0  # model attempts it took (0: from memory)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One attempt for every segment still failing: a prompt variant, and
+    sampling instead of greedy decoding for a fresh answer."""
+
+    variant: int = 0
+    temperature: float = 0.0
+    seed: int | None = None
+    alternate: bool = False  # inline Markdown the other way (raw instead of tags, or back)
+
+
+LADDER = (Rung(), Rung(variant=1), Rung(alternate=True), Rung(temperature=0.7, seed=1))
 
 
 @dataclass
@@ -36,7 +56,9 @@ class Progress:
     done: int = 0
     total: int = 0
     reused: int = 0
-    failed: int = 0
+    failed: int = 0  # left in source
+    first_try: int = 0  # accepted on the first attempt
+    retried: int = 0  # accepted after a retry
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -60,13 +82,16 @@ class _Unit:
     text: str
     key: str
     protected: object = None
+    tagged: Tagged | None = None  # its inline Markdown as numbered tags (md only)
     result: Outcome | None = None
+    problems: list[str] = field(default_factory=list)  # the latest rung's
 
 
 class Translator:
     def __init__(self, submitter: Submitter, *, tgt: str, src: str | None = None,
                  glossary: Glossary | None = None, memory: TranslationMemory | None = None,
-                 style: str = "auto", max_tokens: int | None = None):
+                 style: str = "auto", max_tokens: int | None = None, ladder: tuple[Rung, ...] = LADDER,
+                 retry_failed: bool = False, inline: str = "tags"):
         if style == "auto":
             style = "chat" if submitter.has_chat_template else "base"
         if style not in ("chat", "base"):
@@ -76,7 +101,14 @@ class Translator:
         self.glossary = glossary or Glossary()
         self.memory = memory if memory is not None else TranslationMemory(None)
         self.prompts = PromptBuilder(src, tgt, self.glossary, style)
+        self.verifier = Verifier(src, tgt, self.prompts.leaks())
+        self.labels = self.verifier.leaks.labels
         self.max_tokens = max_tokens  # a cap on the per-segment budget
+        self.ladder = ladder
+        self.retry_failed = retry_failed  # try again what an earlier run could not translate
+        if inline not in ("tags", "raw"):
+            raise ValueError(f"inline must be tags or raw, not {inline!r}")
+        self.inline = inline  # how a first attempt shows inline Markdown to the model
 
     def _key(self, markup: str, text: str) -> str:
         return memory_key(model=self.submitter.model_id, src=self.src, tgt=self.tgt,
@@ -93,21 +125,28 @@ class Translator:
             if (s.markup, core) not in units:
                 units[(s.markup, core)] = _Unit(s.markup, core, self._key(s.markup, core))
         progress = Progress(total=len(units))
-        known = self.memory.get_many([u.key for u in units.values()])
+        keys = [u.key for u in units.values()]
+        known = self.memory.get_many(keys)
+        failed_before = {} if self.retry_failed else self.memory.failures_many(keys)
         todo = []
         for u in units.values():
             if u.key in known:
                 u.result = Outcome(known[u.key], "memory")
-                progress.done += 1
-                progress.reused += 1
+            elif u.key in failed_before:
+                u.result = Outcome(None, "memory", failed_before[u.key])
             else:
                 u.protected = protect(u.text, u.markup)
+                u.tagged = tag(u.text) if u.markup == "md" else None
                 todo.append(u)
+                continue
+            progress.done += 1
+            progress.reused += 1
+            progress.failed += u.result.text is None
         if on_progress:
             on_progress(progress)
 
-        again = self._attempt(todo, progress, on_progress, retry=False)
-        self._attempt(again, progress, on_progress, retry=True)
+        for n, rung in enumerate(self.ladder, 1):
+            todo = self._attempt(todo, rung, n, progress, on_progress, last=n == len(self.ladder))
 
         out = []
         for s, core in zip(segments, cores):
@@ -116,58 +155,55 @@ class Translator:
             if r.text is not None:  # the segment's own surrounding whitespace back
                 lead = s.text[: len(s.text) - len(s.text.lstrip())]
                 trail = s.text[len(s.text.rstrip()):]
-                r = Outcome(lead + r.text + trail, r.origin, r.problems, r.warnings)
+                r = Outcome(lead + r.text + trail, r.origin, r.problems, r.warnings, r.tries)
             out.append(r)
         return out
 
-    def _attempt(self, units: list[_Unit], progress: Progress, on_progress, retry: bool) -> list[_Unit]:
-        """Submit all units at once; on a first attempt, return the ones to retry."""
+    def _attempt(self, units: list[_Unit], rung: Rung, tries: int, progress: Progress, on_progress,
+                 last: bool) -> list[_Unit]:
+        """One rung: submit all units at once; return the ones that failed (unless last)."""
         if not units:
             return []
-        jobs = []
+        jobs, shown = [], []
+        tags = (self.inline == "tags") != rung.alternate
         for u in units:
-            prompt = self.prompts.build(u.protected.text, must_keep=_must_keep(u) if retry else None)
-            budget = max_tokens_for(u.protected.text) * (2 if retry else 1)
+            shown.append(u.tagged if tags and u.tagged else u.protected)
+            budget = max_tokens_for(shown[-1].text)
             if self.max_tokens:
                 budget = min(budget, self.max_tokens)
-            jobs.append(Job(prompt, budget))
+            jobs.append(Job(self.prompts.build(shown[-1].text, rung.variant), budget, rung.temperature, rung.seed))
         again = []
         for i, c in self.submitter.run(jobs):
             u = units[i]
             progress.completion_tokens += c.completion_tokens
-            outcome = self._judge(u, c)
-            if outcome.text is None and not retry:
+            outcome = self._judge(u, shown[i], c, tries)
+            if outcome.text is None and not last:
+                u.problems = outcome.problems
                 again.append(u)
                 continue
             u.result = outcome
             progress.done += 1
             if outcome.text is None:
                 progress.failed += 1
+                self.memory.put_failure(u.key, source=u.text, problems=outcome.problems)
             else:
+                progress.first_try += tries == 1
+                progress.retried += tries > 1
                 self.memory.put(u.key, model=self.submitter.model_id, src=self.src, tgt=self.tgt,
                                 source=u.text, target=outcome.text)
             if on_progress:
                 on_progress(progress)
         return again
 
-    def _judge(self, u: _Unit, c: Completion) -> Outcome:
+    def _judge(self, u: _Unit, shown, c: Completion, tries: int) -> Outcome:
+        """shown: what the model saw (Protected, or Tagged), which restores its answer."""
         if c.error or c.finish_reason == "error":
-            return Outcome(None, "failed", [f"model error: {c.error}"])
-        text = clean(c.text, u.protected.text, self.prompts.tgt_name)
-        text = u.protected.restore(text)
-        problems = check(u.text, text, u.markup)
-        if not text.strip():
-            problems.insert(0, "empty translation")
+            return Outcome(None, "failed", [f"model error: {c.error}"], tries=tries)
+        text = shown.restore(clean(c.text, shown.text, self.prompts.tgt_name, self.labels))
+        if text is None:
+            return Outcome(None, "failed", ["inline tags lost, added or misnested"], tries=tries)
+        problems = self.verifier.problems(u.text, text, u.markup, c.finish_reason)
         if problems:
-            return Outcome(None, "failed", problems)
+            return Outcome(None, "failed", problems, tries=tries)
         warnings = [f"glossary: {m}" for m in self.glossary.misses(u.text, text)]
-        if c.finish_reason == "length":
-            warnings.append("output reached its token limit")
-        return Outcome(text, "model", [], warnings)
-
-
-def _must_keep(u: _Unit) -> list[str] | None:
-    """Everything the model must carry over, as it saw it (⟦n⟧ markers included),
-    named in the retry prompt."""
-    names = find(u.protected.text, u.markup) + [f"⟦{k + 1}⟧" for k in range(len(u.protected.saved))]
-    return list(dict.fromkeys(names)) or None
+        return Outcome(text, "model", [], warnings, tries)

@@ -26,6 +26,8 @@ from .prompts import Prompt
 class Job:
     prompt: Prompt
     max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None  # with temperature > 0: a fresh but reproducible sample
 
 
 @dataclass
@@ -58,7 +60,8 @@ class EngineSubmitter:
         p = job.prompt
         prompt = self.engine.render_chat(p.messages) if p.messages is not None else p.text
         stop = list(p.stop) + (list(self.engine.chat_stop) if p.messages is not None else [])
-        return Request(prompt, SamplingParams(temperature=0.0, max_tokens=job.max_tokens, stop=stop))
+        return Request(prompt, SamplingParams(temperature=job.temperature, seed=job.seed, max_tokens=job.max_tokens,
+                                               stop=stop))
 
     def run(self, jobs: list[Job]) -> Iterator[tuple[int, Completion]]:
         from engine import EngineError, QueueFull
@@ -157,7 +160,9 @@ class ApiSubmitter:
     # -- the batch --
     def _line(self, i: int, job: Job) -> dict:
         p = job.prompt
-        body = {"model": self.model, "temperature": 0, "max_tokens": job.max_tokens}
+        body = {"model": self.model, "temperature": job.temperature, "max_tokens": job.max_tokens}
+        if job.seed is not None:
+            body["seed"] = job.seed
         if p.stop:
             body["stop"] = p.stop[:4]
         if p.messages is not None:

@@ -1,0 +1,171 @@
+"""`llamaq bench fidelity`: documents of every supported format translated by
+the real pipeline (verification and retry ladder included) with one model.
+
+Reports segments accepted on the first try, after a retry, and left in
+source; documents whose output has the same structure as their source; prompt
+text found anywhere in the outputs (an independent scan of whole documents);
+and the speed of the batched pipeline against the same prompts one at a time
+through llama-cpp-python (first attempts on a subset, same run)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from jobs.translation import Translator
+
+from .util import print_table, write_json
+
+DOCS = Path(__file__).resolve().parents[2] / "examples" / "fidelity"
+
+
+def shape(fmt: str, text: str):
+    """What a translation must not change, by the format's own parser."""
+    from jobs.placeholders import find
+    from jobs.translation.verify import html_structure, md_structure
+
+    if fmt == "md":
+        return md_structure(text)
+    if fmt == "html":
+        return html_structure(text)
+    if fmt in ("srt", "vtt"):
+        return (re.findall(r".*-->.*", text), Counter(re.findall(r"\{\\[^}]*\}|</?\w+>", text)),
+                len(re.split(r"\n\s*\n", text.strip())))
+    if fmt == "po":
+        entries = re.findall(r"^(msgid_plural|msgid|msgctxt|msgstr(?:\[\d+\])?) ", text, re.M)
+        return entries, Counter(find(text))
+    if fmt == "json":
+        def walk(v):
+            if isinstance(v, dict):
+                return {k: walk(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [walk(x) for x in v]
+            return sorted(find(v)) if isinstance(v, str) else v
+        return walk(json.loads(text))
+    return len(re.split(r"\n\s*\n", text.strip()))
+
+
+def _skeleton(fmt, text: str):
+    """The format layer's structure function when it has one, else shape()."""
+    from jobs import formats
+
+    fn = getattr(formats, "skeleton", None)
+    return fn(fmt, text) if fn else shape(fmt.name, text)
+
+
+@click.command("fidelity")
+@click.option("--model", type=click.Path(dir_okay=False), help="GGUF model (default: the bundled model).")
+@click.option("--docs", type=click.Path(exists=True, file_okay=False, path_type=Path), default=DOCS,
+              show_default=True, help="Folder of documents, one per format or more.")
+@click.option("--to", "tgt", default="fr", show_default=True)
+@click.option("--from", "src", default="en", show_default=True)
+@click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--speed-segments", type=click.IntRange(0), default=12, show_default=True,
+              help="Segments for the speed comparison (0: skip it).")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True)
+@click.option("--out", "out_path", default="bench-results/fidelity.json", show_default=True,
+              help="JSON file; each model's run is kept under its name.")
+def command(model, docs, tgt, src, parallel, speed_segments, n_gpu_layers, out_path):
+    """Translation fidelity of the verified pipeline on real-ish documents."""
+    from engine import Engine, EngineConfig
+    from engine.config import default_model_path
+    from jobs.formats import format_for
+    from jobs.translation import EngineSubmitter, FileJob, translate_documents
+    from jobs.translation.verify import leak_problems
+
+    model_path = Path(model) if model else default_model_path()
+    files = sorted(p for p in docs.iterdir() if p.is_file() and not p.name.startswith("."))
+    jobs = [FileJob(p.name, p.read_text(encoding="utf-8"), format_for(p)) for p in files]
+    eng = Engine(EngineConfig(model_path=model_path, n_parallel=parallel, n_gpu_layers=n_gpu_layers))
+    try:
+        sub = EngineSubmitter(eng)
+        tr = _Recording(sub, tgt=tgt, src=src)
+        t0 = time.perf_counter()
+        results = translate_documents(jobs, tr)
+        seconds = time.perf_counter() - t0
+        calls, style = sub.calls, tr.prompts.style
+        speed = _speed(eng, tr, jobs, speed_segments, model_path, n_gpu_layers) if speed_segments else None
+    finally:
+        eng.close()
+
+    leaks = tr.verifier.leaks
+    rows, k = [], 0
+    for j, r in zip(jobs, results):
+        n = len(j.doc.segments) if j.doc else 0
+        outs, k = tr.outcomes[k:k + n], k + n
+        intact = r.text is not None and _skeleton(j.fmt, r.text) == _skeleton(j.fmt, j.text)
+        leaked = leak_problems(j.text, r.text or "", leaks)
+        rows.append({"document": j.name, "segments": n, "first_try": sum(o.tries == 1 for o in outs),
+                     "after_retry": sum(o.tries > 1 and o.text is not None for o in outs),
+                     "in_source": sum(o.text is None for o in outs), "intact": intact, "leaks": len(leaked),
+                     "leak_details": leaked, "failed": r.failed})
+    total = {key: sum(r[key] for r in rows) for key in ("segments", "first_try", "after_retry", "in_source",
+                                                         "leaks")}
+    total.update(document="TOTAL", intact=sum(r["intact"] for r in rows))
+    accepted = (total["first_try"] + total["after_retry"]) / total["segments"] if total["segments"] else 0.0
+    click.echo(f"model {model_path.name} ({style} prompt), {len(jobs)} documents -> {tgt}")
+    print_table(rows + [total], [("document", "document", ""), ("segments", "segments", "d"),
+                                 ("first_try", "1st try", "d"), ("after_retry", "retried", "d"),
+                                 ("in_source", "in source", "d"), ("intact", "intact", ""),
+                                 ("leaks", "leaks", "d")])
+    click.echo(f"accepted {accepted:.0%} of segments; {total['intact']}/{len(rows)} documents intact; "
+               f"{total['leaks']} leaks; {calls} model calls in {seconds:.1f}s")
+    if speed:
+        click.echo(f"speed on {speed['segments']} segments: batched {speed['batched_s']:.2f}s, one at a time "
+                   f"{speed['one_at_a_time_s']:.2f}s -> {speed['ratio']:.2f}x")
+    run = {"model": model_path.name, "prompt_style": style, "to": tgt, "from": src, "seconds": round(seconds, 2),
+           "model_calls": calls, "accepted": round(accepted, 4), "documents": rows, "total": total,
+           "speed": speed}
+    path = Path(out_path)
+    runs = {}
+    if path.exists():
+        try:
+            runs = json.loads(path.read_text()).get("runs", {})
+        except (ValueError, AttributeError):
+            runs = {}
+    runs[model_path.name] = run
+    write_json(path, "fidelity", {"runs": runs})
+
+
+class _Recording(Translator):
+    """Keeps the per-segment outcomes (tries) that the document results summarise away."""
+
+    outcomes: list = []
+
+    def translate(self, segments, on_progress=None):
+        self.outcomes = super().translate(segments, on_progress)
+        return self.outcomes
+
+
+def _speed(eng, tr, jobs, n: int, model_path: Path, n_gpu_layers: int) -> dict:
+    """First attempts of n segments: all at once through the pipeline, then the
+    same prompts one at a time through llama-cpp-python's create_completion."""
+    from jobs.placeholders import protect
+    from jobs.translation import EngineSubmitter
+    from jobs.translation.pipeline import Rung, max_tokens_for
+
+    segs = [s for j in jobs if j.doc for s in j.doc.segments][:n]
+    batched = Translator(EngineSubmitter(eng), tgt=tr.tgt, src=tr.src, ladder=(Rung(),))
+    t0 = time.perf_counter()
+    batched.translate(segs)
+    t_batched = time.perf_counter() - t0
+    prompts = []
+    for s in segs:
+        p = batched.prompts.build(protect(s.text.strip(), s.markup).text)
+        text = eng.render_chat(p.messages) if p.messages is not None else p.text
+        prompts.append((text, p.stop + (eng.chat_stop if p.messages is not None else []), max_tokens_for(s.text)))
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(model_path), n_ctx=4096, n_gpu_layers=n_gpu_layers, verbose=False)
+    t0 = time.perf_counter()
+    for text, stop, mt in prompts:
+        llm.create_completion(text, max_tokens=mt, temperature=0.0, stop=stop or None)
+    t_one = time.perf_counter() - t0
+    del llm
+    return {"segments": len(segs), "batched_s": round(t_batched, 3), "one_at_a_time_s": round(t_one, 3),
+            "ratio": round(t_one / t_batched, 3) if t_batched else 0.0}

@@ -1,0 +1,110 @@
+"""Each verification rule rejects what it must and accepts honest translations
+(pure Python: the checks are functions of source and output)."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.translation import Glossary
+from jobs.translation.prompts import PromptBuilder
+from jobs.translation.verify import Verifier
+
+
+def verifier(style: str = "base", tgt: str = "fr", glossary: Glossary | None = None) -> Verifier:
+    return Verifier("en", tgt, PromptBuilder("en", tgt, glossary or Glossary(), style).leaks())
+
+
+def problems(source: str, output: str, markup: str = "md", finish: str = "stop", **kw) -> list[str]:
+    return verifier(**kw).problems(source, output, markup, finish)
+
+
+@pytest.mark.parametrize("source,output,markup", [
+    ("Hello {name}, welcome back.", "Bonjour {name}, bon retour.", "text"),
+    ("Press **Save** to keep *your* changes.", "Appuyez sur **Enregistrer** pour garder *vos* modifications.", "md"),
+    ("**Fast** and *small*.", "*Petit* et **rapide**.", "md"),  # reordered, not lost
+    ("See [the docs](https://example.com/docs) for\nmore details on this.",
+     "Voir [la documentation](https://example.com/docs) pour plus\nde détails à ce sujet.", "md"),  # reflowed
+    ("Run `make test` before you push", "Lancez `make test` avant de pousser", "md"),
+    ("Write to <mailto:team@example.com> today.", "Écrivez à <mailto:team@example.com> aujourd'hui.", "md"),
+    ("![The logo](img/logo.png) of the project", "![Le logo](img/logo.png) du projet", "md"),
+    ("Click <a href='/x'>here</a> and <b>there</b>.", "Cliquez <b>là</b> et <a href='/x'>ici</a>.",
+     "html"),
+    ("A note[^1] about [the guide][guide].", "Une note[^1] sur [le guide][guide].", "md"),
+    ("Click the button to save your changes.", "ボタンをクリックして変更を保存します。", "text"),
+])
+def test_honest_translations_pass(source, output, markup):
+    tgt = "ja" if "ボ" in output else "fr"
+    assert problems(source, output, markup, tgt=tgt) == []
+
+
+@pytest.mark.parametrize("source,output,markup,expect", [
+    ("Hello {name}, welcome.", "Bonjour {name} {user}, bienvenue.", "text", "added '{user}'"),
+    ("You have %d new messages.", "Vous avez %d %d %d nouveaux messages.", "text", "added '%d' (x2)"),
+    ("Hello {name}, welcome.", "Bonjour, bienvenue.", "text", "missing '{name}'"),
+    ("**How do I install it?** Run the installer.", "Comment l'installer ? Lancez l'installateur.", "md",
+     "lost strong"),
+    ("See [the docs](https://example.com/docs).", "Voir [la doc](https://example.com/doc).", "md",
+     "lost link(https://example.com/docs)"),
+    ("![The logo](logo.png) of the project", "[Le logo](logo.png) du projet", "md", "lost image(logo.png)"),
+    ("Write to <mailto:team@example.com> today.", "Écrivez-nous aujourd'hui.", "md",
+     "lost autolink(mailto:team@example.com)"),
+    ("Run the tests with `make test`", "Lancez les tests avec", "md", "lost code(make test)"),
+    ("First line  \nsecond line of it", "Première ligne deuxième ligne", "md", "lost hardbreak"),
+    ("A note[^1] about it.", "Une note à ce sujet.", "md", "lost footnote(1)"),
+    ("Use {name} in **bold** text", "Utilisez {name} en texte gras", "md", "lost strong"),
+    ("Install it", "# Installez-le", "md", "added block heading_open"),
+    ("Press <b>Save</b> now.", "Appuyez sur Enregistrer maintenant.", "md", "lost html<b>"),
+    ("Click <a href='/x'>here</a> now.", "Cliquez <a href='/y'>ici</a> maintenant.", "html", "lost"),
+])
+def test_structure_and_placeholder_changes_are_rejected(source, output, markup, expect):
+    assert any(expect in p for p in problems(source, output, markup)), problems(source, output, markup)
+
+
+def test_truncated_generation_is_rejected_even_when_it_looks_complete():
+    assert problems("Good morning.", "Bonjour.", "text", finish="length") == \
+        ["stopped at its token limit (truncated)"]
+
+
+@pytest.mark.parametrize("source,output,expect", [
+    ("Getting started", "French: Premiers pas", "prompt label 'French:'"),
+    ("Getting started", "Premiers pas\nEnglish: Hello", "prompt label 'English:'"),
+    ("Getting started", "Cliquez sur Enregistrer pour conserver vos modifications.", "few-shot example"),
+    ("Getting started", "Bonjour, {name} ! Bon retour parmi nous.", "few-shot example"),
+    ("Install the tool.", "Installez l'outil. Reply with the translation only: no explanations",
+     "prompt text in output"),
+    ("Install the tool.", "Installez l'outil. (Keep exactly as they are: placeholders like {name}",
+     "prompt text in output"),
+])
+def test_prompt_text_in_output_is_rejected(source, output, expect):
+    got = problems(source, output, "md")
+    assert any(expect in p for p in got), got
+
+
+def test_a_document_that_says_what_an_example_says_is_not_a_leak():
+    assert problems("Click Save to keep your changes.", "Cliquez sur Enregistrer pour conserver vos modifications.",
+                    "text") == []
+    assert problems("Options: English: yes", "Options : English: oui", "text") == []
+
+
+def test_glossary_lines_are_prompt_text():
+    g = Glossary([("queue", "file d'attente")])
+    got = problems("The queue is full.", "La file d'attente est pleine.\n- queue => file d'attente", "text",
+                   style="chat", glossary=g)
+    assert any("'=>'" in p for p in got), got
+
+
+@pytest.mark.parametrize("source,output,expect", [
+    ("The worker stores the results before noon.",
+     "Le travailleur stocke les résultats avant midi. " * 4, "too long"),
+    ("The worker stores the results. Then it sends a report to every user. Finally it cleans up old files.",
+     "Le travailleur stocke.", "too short"),
+])
+def test_implausible_length_is_rejected(source, output, expect):
+    got = problems(source, output, "text")
+    assert any(expect in p for p in got), got
+
+
+def test_length_bounds_know_cjk_is_dense():
+    long_ja = "ボタンをクリックして変更を保存します。" * 3
+    assert problems("Click the button to save your changes.", long_ja, "text", tgt="ja")
+    assert problems("Click the button to save your changes.", "ボタンをクリックして変更を保存します。", "text", tgt="ja") == []
