@@ -6,36 +6,23 @@ for the 262k-token mask."""
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import llama_cpp
 import numpy as np
 
+from .grammar import Matcher, compile_constraint, make_tokenizer
 from .model import Model
 from .types import Constraint
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
-_tokenizers: dict[int, object] = {}
-_tokenizer_lock = threading.Lock()
 
 
-def _tokenizer(model: Model):
-    from .constraint import make_tokenizer
-
-    with _tokenizer_lock:
-        key = id(model)
-        if key not in _tokenizers:
-            _tokenizers[key] = make_tokenizer(model.ptr, model.eog_tokens)
-        return _tokenizers[key]
-
-
-def compile_request_constraint(c: Constraint | None, model: Model):
-    """A fresh matcher for one request, or None. Raises InvalidRequest for bad schemas."""
+def compile_request_constraint(c: Constraint | None, model: Model) -> Matcher | None:
+    """A fresh matcher for one request, or None. Raises InvalidRequest for bad schemas.
+    make_tokenizer caches per model pointer and vocabulary, not per Python object."""
     if c is None:
         return None
-    from .constraint import compile_constraint
-
-    return compile_constraint(c, _tokenizer(model)).matcher()
+    return compile_constraint(c, make_tokenizer(model.ptr, model.eog_tokens)).matcher()
 
 
 class ConstrainedSampler:

@@ -325,7 +325,7 @@ class Engine:
         as a last line of defence, does not validate: never a success."""
         if seq.matcher is None:
             return False
-        from .constraint import validate_output
+        from .schema import validate_output
 
         return not seq.matcher.is_accepting() or validate_output(seq.request.params.constraint, text) is not None
 

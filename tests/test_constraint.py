@@ -1,4 +1,4 @@
-"""engine/constraint.py on the default model's real 262k-token vocabulary:
+"""engine/grammar.py and engine/schema.py on the default model's real 262k-token vocabulary:
 JSONSchemaBench schemas, our own schemas, grammars, masks, EOS and errors.
 
 Documents are fed to a matcher as token sequences. llguidance fixes the order of
@@ -9,20 +9,16 @@ find_serialization finds that order, guided by the grammar itself."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.constraint import (
-    compile_constraint,
-    find_serialization,
-    grammar_only_error,
-    make_tokenizer,
-    prepare_schema,
-    validate_output,
-)
+from cli.bench.json import find_serialization
 from engine.errors import InvalidRequest
+from engine.grammar import compile_constraint, make_tokenizer
+from engine.schema import prepare_schema, validate_output
 from engine.types import Constraint
 
 BENCH_DIR = Path(__file__).resolve().parent / "data" / "jsonschemabench"
@@ -246,16 +242,18 @@ def test_json_object_accepts_any_object_only(tok):
         assert_rejects(cc, tok, doc)
 
 
-def test_pretty_printed_output_is_accepted(tok):
-    cc = compile_constraint(Constraint("json_schema", OWN["nested objects, required vs optional"][0]), tok)
-    ok, m = feed(cc, tok, json.dumps({"name": "A", "address": {"city": "B"}}, indent=2))
+def test_output_is_compact(tok):
+    """No whitespace between JSON tokens: a 3-item array once came out as
+    '["big"\n, "big"\n, "big"\n]'."""
+    cc = compile_constraint(Constraint("json_schema", {"type": "array", "items": {"type": "string"}}), tok)
+    ok, m = feed(cc, tok, '["big","big","big"]')
     assert ok and m.is_accepting()
-
-
-def test_whitespace_is_bounded(tok):
-    cc = compile_constraint(Constraint("json_object"), tok)
-    ok, _ = feed(cc, tok, "{" + " " * 200 + '"a":1}')
-    assert not ok  # a model cannot pad forever
+    for text in ('["big"\n,"big"]', '["big", "big"]', '[ "big"]', '["big" ]'):
+        assert not feed(cc, tok, text)[0], text
+    cc = compile_constraint(Constraint("json_schema", OWN["nested objects, required vs optional"][0]), tok)
+    assert not feed(cc, tok, json.dumps({"name": "A", "address": {"city": "B"}}, indent=2))[0]
+    assert not feed(cc, tok, '{"name": "A"')[0]  # no space after the colon either
+    assert feed(cc, tok, '{"name":"A","address":{"city":"B"}}')[0]
 
 
 # ---------------------------------------------------------------- matcher mechanics
@@ -413,11 +411,6 @@ def test_nonstandard_format_is_an_annotation(tok):
     assert_accepts(cc, tok, "anything")
 
 
-def test_both_schema_and_grammar_is_an_error():
-    assert "not both" in grammar_only_error(True, True)
-    assert grammar_only_error(True, False) is None and grammar_only_error(False, True) is None
-
-
 # ---------------------------------------------------------------- validate_output
 
 
@@ -434,3 +427,18 @@ def test_validate_output():
     assert validate_output(Constraint("json_object"), '{"a": 1}') is None
     assert "object" in validate_output(Constraint("json_object"), "[1]")
     assert validate_output(Constraint("gbnf", 'root ::= "a"'), "a") is None
+
+
+NESTED = {"$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/a"}}}, "$ref": "#/$defs/a"}
+
+
+def test_validate_output_deeply_nested():
+    """Deep nesting raises RecursionError in json.loads or in jsonschema; it must
+    come back as a reason, not escape into the engine thread."""
+    limit = sys.getrecursionlimit()
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads gives up
+    for c in (Constraint("json_object"), Constraint("json_schema", NESTED)):
+        assert "nested too deeply" in validate_output(c, deep)
+    parses = "[" * (limit // 2) + "]" * (limit // 2)  # json.loads copes, jsonschema recurses deeper
+    assert "nested too deeply" in validate_output(Constraint("json_schema", NESTED), parses)
+    assert validate_output(Constraint("json_schema", NESTED), "[[[]]]") is None

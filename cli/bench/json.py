@@ -16,6 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -23,8 +24,8 @@ import numpy as np
 from cli.bench.engine import run_clients
 from cli.bench.util import out_option, print_table, write_json
 from engine import Constraint, Engine, EngineConfig, SamplingParams
-from engine.constraint import compile_constraint, find_serialization, make_tokenizer
 from engine.errors import InvalidRequest
+from engine.grammar import compile_constraint, make_tokenizer
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "jsonschemabench"
 MASK_SCHEMAS = ("Glaiveai2K---calculate_area_0d060209", "Snowplow---sp_51_Normalized",
@@ -53,6 +54,126 @@ def _quiet_stderr():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def find_serialization(cc, doc: Any, budget: int = 20000) -> str | None:
+    """Compact JSON text of doc that cc's grammar accepts, or None if no order of
+    its object keys is accepted (llguidance fixes the order of listed properties).
+    For tests and benchmarks: feed known documents through a matcher. Raises
+    TimeoutError past `budget` grammar checks."""
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20000))  # continuations nest per key
+    try:
+        return _OrderSearch(cc, budget).find(doc)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+class _OrderSearch:
+    """Depth-first search for a key order of doc that the grammar accepts, on one
+    llguidance matcher: each piece of text is consumed as its own token run (the
+    grammar judges bytes, so any tokenisation of the same text is judged alike)
+    and undone by rollback. Pruning: the grammar state after a set of keys does
+    not depend on the order they were emitted in; a key that could come next but
+    was passed over must still be able to come next afterwards; a value rejected
+    as the next entry stays rejected. These hold for llguidance's object grammar
+    (listed properties in schema order, then additional ones in any order)."""
+
+    def __init__(self, cc, budget: int):
+        self.m = cc.matcher()._m
+        self.tok = cc.tokenizer
+        self.budget = budget
+        self.text: list[str] = []
+
+    def find(self, doc) -> str | None:
+        found = []
+
+        def done():
+            if self.m.is_accepting():
+                found.append("".join(self.text))
+                return True
+            return False
+
+        self._emit(doc, done)
+        return found[0] if found else None
+
+    def _push(self, s: str) -> int:
+        self.budget -= 1
+        if self.budget < 0:
+            raise TimeoutError("key-order search budget exhausted")
+        toks = self.tok.tokenize(s)
+        n = self.m.try_consume_tokens(toks)
+        if n != len(toks):
+            if n:
+                self.m.rollback(n)
+            return 0
+        self.text.append(s)
+        return n
+
+    def _pop(self, n: int) -> None:
+        self.m.rollback(n)
+        self.text.pop()
+
+    def _then(self, s: str, k) -> bool:
+        n = self._push(s)
+        if not n:
+            return False
+        r = k()
+        self._pop(n)
+        return r
+
+    def _emit(self, v, k) -> bool:
+        if isinstance(v, dict):
+            return self._then("{", lambda: self._obj(v, list(v), True, k, set(), (), set()))
+        if isinstance(v, list):
+            return self._then("[", lambda: self._arr(v, 0, k))
+        return self._then(_dumps(v), k)
+
+    def _arr(self, v, i, k) -> bool:
+        if i == len(v):
+            return self._then("]", k)
+        if i == 0:
+            return self._emit(v[0], lambda: self._arr(v, 1, k))
+        return self._then(",", lambda: self._emit(v[i], lambda: self._arr(v, i + 1, k)))
+
+    def _obj(self, v, rem, first, k, failed, passed, dead) -> bool:
+        done = frozenset(v) - frozenset(rem)
+        if done in failed:
+            return False
+        if not rem:
+            ok = self._then("}", k)
+        else:
+            ok = self._entries(v, rem, first, k, failed, passed, dead)
+        if not ok:
+            failed.add(done)
+        return ok
+
+    def _entries(self, v, rem, first, k, failed, passed, dead) -> bool:
+        sep = "" if first else ","
+        ready = [key for key in rem if self._then(sep + _dumps(key) + ":", lambda: True)]
+        if any(key not in ready for key in passed) or dead & set(rem):
+            return False
+        for key in ready:
+            rest = [x for x in rem if x != key]
+            others = tuple(x for x in ready if x != key)
+            reached = []
+
+            def after_value(rest=rest, others=others, reached=reached):
+                reached.append(True)
+                return self._obj(v, rest, False, k, failed, others, dead)
+
+            if self._then(sep + _dumps(key) + ":", lambda key=key, a=after_value: self._emit(v[key], a)):
+                return True
+            if not reached:
+                dead.add(key)
+                return False
+        return False
 
 
 def _doc_tokens(cc, tok, case: dict) -> list[int] | None:
