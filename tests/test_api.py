@@ -128,6 +128,10 @@ def test_translations_in_input_order(base_url, model):
         "model": model, "input": ["Hello", "Good night", "Thanks"], "target_language": "French", "max_tokens": 4})
     assert r.status_code == 200, r.text
     assert [d["index"] for d in r.json()["data"]] == [0, 1, 2]
+    alone = [httpx.post(f"{base_url}/v1/translations", timeout=120, json={
+        "model": model, "input": x, "target_language": "French", "max_tokens": 4}).json()["data"][0]["text"]
+        for x in ["Hello", "Good night", "Thanks"]]
+    assert [d["text"] for d in r.json()["data"]] == alone and len(set(alone)) > 1  # each output is its input's
 
 
 # ------------------------------------------------------------------ errors
@@ -299,6 +303,11 @@ def test_jobs_shortcut(base_url, model):
                                                 "priority": "interactive"})
     cancelled = httpx.delete(f"{base_url}/v1/jobs/{r.json()['id']}").json()
     assert cancelled["status"] in ("cancelled", "running")
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(f"{base_url}/v1/jobs/{cancelled['id']}").json())["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["status"] == "cancelled"
     bad = httpx.post(f"{base_url}/v1/jobs", json={"endpoint": "/v1/moderations", "body": {}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "endpoint"
 

@@ -23,7 +23,7 @@ PROMPTS = [
 
 
 def test_default_model_completes_sensibly(default_engine):
-    r = default_engine.submit(Request("The Eiffel Tower is in the city of", SamplingParams(temperature=0, max_tokens=8))).result()
+    r = default_engine.submit(Request("The Eiffel Tower is in the city of", SamplingParams(temperature=0, max_tokens=8))).result(timeout=300)
     assert "Paris" in r.text
     assert r.usage.completion_tokens <= 8
 
@@ -38,7 +38,7 @@ def test_batched_tokens_pass_teacher_forcing(default_engine, default_model_path)
         default_engine.submit(Request(p, SamplingParams(temperature=0, max_tokens=12), cache_prompt=False))
         for p in PROMPTS
     ]
-    results = [h.result() for h in handles]
+    results = [h.result(timeout=300) for h in handles]
     llm = Llama(model_path=str(default_model_path), n_ctx=512, logits_all=True, verbose=False)
     worst = 0.0
     for prompt, r in zip(PROMPTS, results):
@@ -57,7 +57,7 @@ def test_multibyte_output_streams_whole_characters(default_engine):
         Request("日本の首都は東京です。日本の有名な食べ物は", SamplingParams(temperature=0, max_tokens=24))
     )
     deltas = list(h)
-    text = h.result().text
+    text = h.result(timeout=300).text
     assert "".join(deltas) == text
     assert any(ord(c) > 0x3000 for c in text)  # it does write Japanese
     assert "\ufffd" not in text

@@ -36,7 +36,7 @@ def greedy(prompt, max_tokens=24, **kw) -> Request:
 def test_greedy_batched_equals_alone(tiny_engine):
     """16 prompts of different lengths, token-for-token identical alone and batched,
     including arrivals at different times (f32: llama.cpp is batch-invariant)."""
-    alone = [tiny_engine.submit(greedy(p)).result().tokens for p in PROMPTS]
+    alone = [tiny_engine.submit(greedy(p)).result(timeout=60).tokens for p in PROMPTS]
 
     handles = [None] * len(PROMPTS)
 
@@ -48,8 +48,8 @@ def test_greedy_batched_equals_alone(tiny_engine):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    together = [h.result().tokens for h in handles]
+        t.join(timeout=60)
+    together = [h.result(timeout=60).tokens for h in handles]
     assert together == alone
     assert all(len(t) == 24 for t in alone)
 
@@ -58,7 +58,7 @@ def test_steps_pack_many_sequences(tiny_model_path):
     with Engine(tiny_config(tiny_model_path, n_parallel=8, n_batch=512)) as eng:
         hs = [eng.submit(greedy(p, max_tokens=32)) for p in PROMPTS[:8]]
         for h in hs:
-            h.result()
+            h.result(timeout=60)
         s = eng.stats()
     # 8 requests x 32 tokens in far fewer steps than one request per step would take
     assert s.generated_tokens == 8 * 32
@@ -67,7 +67,7 @@ def test_steps_pack_many_sequences(tiny_model_path):
 
 
 def test_stop_string_across_tokens_is_not_emitted(tiny_engine):
-    full = tiny_engine.submit(greedy("Tell me a story", max_tokens=24)).result()
+    full = tiny_engine.submit(greedy("Tell me a story", max_tokens=24)).result(timeout=60)
     pieces = [tiny_engine.detokenize([t]) for t in full.tokens]
     # A stop string spanning the boundary between the 3rd and 4th generated tokens.
     k = next(i for i in range(2, len(pieces) - 1) if pieces[i] and pieces[i + 1])
@@ -76,7 +76,7 @@ def test_stop_string_across_tokens_is_not_emitted(tiny_engine):
     cut = (before + pieces[k] + pieces[k + 1]).find(stop)
     h = tiny_engine.submit(greedy("Tell me a story", max_tokens=24, stop=[stop]))
     deltas = list(h)
-    r = h.result()
+    r = h.result(timeout=60)
     assert r.finish_reason == "stop"
     assert r.text == (before + pieces[k] + pieces[k + 1])[:cut]
     assert "".join(deltas) == r.text
@@ -84,7 +84,7 @@ def test_stop_string_across_tokens_is_not_emitted(tiny_engine):
 
 
 def test_max_tokens_gives_length(tiny_engine):
-    r = tiny_engine.submit(greedy("Count with me", max_tokens=5)).result()
+    r = tiny_engine.submit(greedy("Count with me", max_tokens=5)).result(timeout=60)
     assert r.finish_reason == "length"
     assert r.usage.completion_tokens == 5
     assert r.usage.prompt_tokens == len(tiny_engine.tokenize("Count with me"))
@@ -92,15 +92,15 @@ def test_max_tokens_gives_length(tiny_engine):
 
 def test_deltas_join_to_text_and_timings(tiny_engine):
     h = tiny_engine.submit(Request("Hello", SamplingParams(temperature=0.9, seed=7, max_tokens=16)))
-    assert "".join(h) == h.result().text
-    r = h.result()
+    assert "".join(h) == h.result(timeout=60).text
+    r = h.result(timeout=60)
     assert 0 <= r.timings.queue_ms <= r.timings.ttft_ms <= r.timings.total_ms
 
 
 def test_seed_reproducible(tiny_engine):
-    a = tiny_engine.submit(Request("Hi", SamplingParams(temperature=1.0, seed=42, max_tokens=12))).result()
-    b = tiny_engine.submit(Request("Hi", SamplingParams(temperature=1.0, seed=42, max_tokens=12))).result()
-    c = tiny_engine.submit(Request("Hi", SamplingParams(temperature=1.0, seed=43, max_tokens=12))).result()
+    a = tiny_engine.submit(Request("Hi", SamplingParams(temperature=1.0, seed=42, max_tokens=12))).result(timeout=60)
+    b = tiny_engine.submit(Request("Hi", SamplingParams(temperature=1.0, seed=42, max_tokens=12))).result(timeout=60)
+    c = tiny_engine.submit(Request("Hi", SamplingParams(temperature=1.0, seed=43, max_tokens=12))).result(timeout=60)
     assert a.tokens == b.tokens
     assert a.tokens != c.tokens
 
@@ -115,7 +115,7 @@ def test_cancel_mid_generation_frees_the_sequence(tiny_engine):
     assert r.usage.completion_tokens < 4000
     assert tiny_engine.stats().running == 0
     # the engine goes on serving
-    assert tiny_engine.submit(greedy("after cancel", max_tokens=3)).result().finish_reason == "length"
+    assert tiny_engine.submit(greedy("after cancel", max_tokens=3)).result(timeout=60).finish_reason == "length"
 
 
 def test_queue_full_is_an_error(tiny_model_path):
@@ -194,8 +194,8 @@ def test_utf8_generated_text_is_valid(tiny_engine):
     for seed in range(4):
         h = tiny_engine.submit(Request("日本語のテキスト", SamplingParams(temperature=1.5, seed=seed, max_tokens=32)))
         deltas = list(h)
-        assert "".join(deltas) == h.result().text
-        "".join(deltas).encode("utf-8")  # valid str, no lone surrogates
+        assert "".join(deltas) == h.result(timeout=60).text
+        assert not any("\ud800" <= ch <= "\udfff" for ch in "".join(deltas))  # no lone surrogates
 
 
 def test_embeddings_shape_and_norm(tiny_engine):
@@ -222,7 +222,7 @@ def test_embeddings_concurrent_callers(tiny_engine):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
     for a, b in zip(out, expected):
         assert a == pytest.approx(b, abs=1e-4)
 

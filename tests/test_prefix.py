@@ -19,7 +19,7 @@ SYSTEM = "Instructions: " + text(150, 1) + "\n"
 
 
 def run(eng: Engine, prompt, cache=True, n=16):
-    return eng.submit(Request(prompt, SamplingParams(temperature=0, max_tokens=n), cache_prompt=cache)).result()
+    return eng.submit(Request(prompt, SamplingParams(temperature=0, max_tokens=n), cache_prompt=cache)).result(timeout=60)
 
 
 def test_index_longest_match_and_removal():
@@ -73,7 +73,7 @@ def test_concurrent_requests_prefill_the_shared_prefix_once(tiny_model_path):
         handles = [
             eng.submit(Request(p, SamplingParams(temperature=0, max_tokens=16))) for p in prompts
         ]
-        results = [h.result() for h in handles]
+        results = [h.result(timeout=60) for h in handles]
         computed = eng.stats().prompt_tokens_computed - before
         n_prefix = len(eng.tokenize(SYSTEM))
         suffixes = sum(r.usage.prompt_tokens - n_prefix for r in results)
@@ -91,7 +91,7 @@ def test_eviction_of_the_source_never_breaks_a_running_request(tiny_model_path):
         handles = [
             eng.submit(Request(p, SamplingParams(temperature=0, max_tokens=24))) for p in prompts[1:]
         ]
-        results = [h.result() for h in handles]
+        results = [h.result(timeout=60) for h in handles]
         assert [r.tokens for r in results] == cold[1:]
         assert eng.stats().evictions > 0
         assert any(r.usage.cached_tokens > 0 for r in results)
@@ -153,5 +153,5 @@ def test_many_long_requests_never_overrun_the_cache(tiny_model_path):
     with Engine(tiny_config(tiny_model_path, n_ctx=2048, n_parallel=16)) as eng:
         params = SamplingParams(temperature=0.8, seed=1, max_tokens=48, ignore_eos=True)
         handles = [eng.submit(Request(f"Doc {i}: " + text(30 + 9 * i, i), params, cache_prompt=False)) for i in range(24)]
-        results = [h.result() for h in handles]
+        results = [h.result(timeout=60) for h in handles]
         assert all(r.usage.completion_tokens == 48 for r in results)

@@ -202,7 +202,10 @@ def test_bench_translate_runs(tmp_path, tiny_model_path):
                                    "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
-    assert [row["segments"] for row in data["rows"]] == [6, 6] and data["speedup"] > 0
+    engine, base = data["rows"]
+    assert [row["segments"] for row in data["rows"]] == [6, 6]
+    assert engine["completion_tokens"] > 0 and base["completion_tokens"] > 0
+    assert data["speedup"] == pytest.approx(base["seconds"] / engine["seconds"], rel=0.05)  # the ratio of its rows
     assert "speedup" in r.stdout
 
 
