@@ -254,7 +254,7 @@ class RedisBackend:
         return {"backend": "redis", "jobs": self.store.stats(), "models": per_model,
                 "queue_depth": {m: c.get("queued", 0) for m, c in per_model.items()},
                 "workers": [{k: v for k, v in w.items() if k != "engine"} for w in workers],
-                "engines": [w["engine"] for w in workers if "engine" in w]}
+                "engines": [{"worker": w.get("name"), **w["engine"]} for w in workers if "engine" in w]}
 
     def close(self) -> None:
         self._done.close()

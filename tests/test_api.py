@@ -338,10 +338,10 @@ def test_health_and_metrics(base_url, oai, model):
     h = httpx.get(f"{base_url}/health")
     assert h.status_code == 200 and h.json()["status"] == "ok" and h.json()["models"] == [model]
     text = httpx.get(f"{base_url}/metrics").text
-    assert 'llamaq_http_request_duration_seconds_count{route="/v1/chat/completions",method="POST",status="2xx"}' \
+    assert 'llamaq_http_request_duration_seconds_count{method="POST",route="/v1/chat/completions",status="2xx"}' \
         in text
-    assert 'llamaq_jobs{status="succeeded"}' in text and "llamaq_queue_depth{model=" in text
-    assert "llamaq_engines_generated_tokens" in text and "llamaq_engines_prompt_tokens_reused" in text
+    assert f'llamaq_jobs{{model="{model}",status="succeeded"}}' in text and "llamaq_queue_depth{model=" in text
+    assert "llamaq_engine_generated_tokens_total" in text and "llamaq_engine_prompt_tokens_reused_total" in text
 
 
 def _cancelled_count(backend) -> int:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..deps import json_response, state
-from ..metrics import render_backend
+from ..metrics import CONTENT_TYPE
 
 router = APIRouter()
 
@@ -27,10 +27,8 @@ async def health(request: Request):
 @router.get("/metrics")
 async def metrics(request: Request):
     st = state(request)
-    lines = st.metrics.render()
     try:
-        lines += render_backend(await st.bridge.call(st.backend.metrics))
-        lines.append("llamaq_backend_up 1")
-    except Exception:  # still expose the API's own numbers
-        lines.append("llamaq_backend_up 0")
-    return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")
+        backend = await st.bridge.call(st.backend.metrics)
+    except Exception:  # still expose the API's own numbers, and llamaq_backend_up 0
+        backend = None
+    return Response(st.metrics.render(backend), media_type=CONTENT_TYPE)
