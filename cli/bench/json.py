@@ -27,7 +27,7 @@ from engine import Constraint, Engine, EngineConfig, SamplingParams
 from engine.errors import InvalidRequest
 from engine.grammar import compile_constraint, make_tokenizer
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "jsonschemabench"
+BENCH_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "jsonschemabench"
 MASK_SCHEMAS = ("Glaiveai2K---calculate_area_0d060209", "Snowplow---sp_51_Normalized",
                 "Github_easy---o5163", "JsonSchemaStore---nycrc")
 DECODE_SCHEMA = {
