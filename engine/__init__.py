@@ -10,6 +10,7 @@ on llama-cpp-python's low-level API. Imports nothing from jobs/, api/, cli/.
     engine.close()
 """
 
+from . import amx_guard
 from .config import EngineConfig, default_model_path
 from .engine import Engine
 from .errors import (
@@ -23,6 +24,8 @@ from .errors import (
 )
 from .handle import Handle
 from .types import Constraint, EngineStats, Request, Result, SamplingParams, Timings, Usage
+
+amx_guard.apply()
 
 __all__ = [
     "Constraint",
