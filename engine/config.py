@@ -6,7 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InvalidConfig
+
 MODEL_ENV = "LLAMAQ_MODEL"
+MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: sequence ids in one context
+KV_TYPES = ("f16", "f32", "q8_0")
 
 
 def bundled_model_path() -> Path:
@@ -44,7 +48,27 @@ class EngineConfig:
     kv_type: str = "f16"  # KV cache element type: f16, f32 (exact, batch-invariant tests), q8_0
     embedding_n_ctx: int = 2048
     embedding_n_batch: int = 2048
-    verbose: bool = False
+    verbose: bool = False  # llama.cpp's own log lines (model loading, context setup)
+    fast_sampling: bool = True  # False: every sequence samples through llama.cpp's chain (for comparison)
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, naming the parameter (before any model loads)."""
+
+        def need(ok: bool, param: str, why: str) -> None:
+            if not ok:
+                raise InvalidConfig(f"{param} {why}, got {getattr(self, param)!r}", param)
+
+        for name in ("n_ctx", "n_parallel", "n_batch", "max_waiting", "embedding_n_ctx", "embedding_n_batch"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "must be an integer >= 1")
+        need(isinstance(self.n_seq_cache, int) and self.n_seq_cache >= 0, "n_seq_cache", "must be an integer >= 0")
+        # Every running sequence decodes one token per step, all in one batch.
+        need(self.n_parallel <= self.n_batch, "n_parallel", f"must not exceed n_batch ({self.n_batch})")
+        need(self.n_parallel + self.n_seq_cache <= MAX_SEQ, "n_parallel",
+             f"plus n_seq_cache ({self.n_seq_cache}) must not exceed {MAX_SEQ} sequences")
+        need(self.max_ctx_per_seq is None or self.max_ctx_per_seq >= 2, "max_ctx_per_seq", "must be >= 2 or None")
+        need(self.n_threads is None or self.n_threads >= 1, "n_threads", "must be >= 1 or None")
+        need(self.kv_type in KV_TYPES, "kv_type", f"must be one of {', '.join(KV_TYPES)}")
 
     def resolved_model_path(self) -> Path:
         return Path(self.model_path) if self.model_path else default_model_path()

@@ -41,16 +41,20 @@ class Embedder:
             if len(toks) > self.n_batch:
                 raise PromptTooLong(len(toks), self.n_batch)
             tokens.append(toks)
+        if self._ctx is None:
+            raise EngineDead("the embedder is closed")
         fut: Future = Future()
         self._queue.put((tokens, fut))
         return fut.result()
 
     def close(self) -> None:
+        """Stop the thread and free the context; safe to call more than once."""
         self._queue.put(None)
         self._thread.join(timeout=10)
-        if not self._thread.is_alive():
+        if self._ctx is not None and not self._thread.is_alive():
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ctx)
+            self._ctx = None
 
     def _run(self) -> None:
         while True:

@@ -1,6 +1,8 @@
 """The engine: one thread owns one llama.cpp context and decodes every running
 request in one batch per step (continuous batching), like llama-server's slot
-loop, with prompts sharing cached prefixes across sequences."""
+loop, with prompts sharing cached prefixes across sequences. Each step is
+schedule (admit, plan a batch), run (one llama_decode), postprocess (sample,
+stream text, finish)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import llama_cpp
 from . import chat, sampling
 from .batch import Batch
 from .config import EngineConfig
-from .constrained import ConstrainedSampler, compile_request_constraint
+from .constrained import compile_request_constraint
 from .embedder import Embedder
 from .errors import EngineDead, EngineError, InvalidRequest, PromptTooLong, QueueFull, RequestFailed
 from .handle import Handle
 from .model import Model
-from .scheduler import KV, Chunk, Scheduler
+from .scheduler import Chunk, Scheduler
 from .sequence import Sequence, Status
+from .slots import KV, Slots
 from .text_stream import TextStream
 from .types import EngineStats, Request, Result, SamplingParams, Timings, Usage
 
@@ -30,30 +33,13 @@ log = logging.getLogger("llamaq.engine")
 class Engine:
     def __init__(self, config: EngineConfig | None = None, **overrides):
         self.config = cfg = config or EngineConfig(**overrides)
+        cfg.validate()
         self.model = Model(cfg.resolved_model_path(), n_gpu_layers=cfg.n_gpu_layers, verbose=cfg.verbose)
-        self.n_ctx = min(cfg.n_ctx, max(self.model.n_ctx_train, 512)) if self.model.n_ctx_train else cfg.n_ctx
-        self.n_ctx_seq = min(cfg.max_ctx_per_seq or self.n_ctx, self.n_ctx)
-        n_seq = cfg.n_parallel + cfg.n_seq_cache
-        self._ctx = self.model.new_context(
-            n_ctx=self.n_ctx,
-            n_batch=cfg.n_batch,
-            n_seq_max=n_seq,
-            n_threads=cfg.n_threads,
-            swa_full=cfg.swa_full,
-            flash_attn=cfg.flash_attn,
-            kv_type=cfg.kv_type,
-        )
-        self._batch = Batch(cfg.n_batch)
-        self._sched = Scheduler(
-            KV(self._ctx),
-            n_ctx=self.n_ctx,
-            n_parallel=cfg.n_parallel,
-            n_seq=n_seq,
-            n_batch=cfg.n_batch,
-            share=self.model.can_share_prefix,
-        )
-        self._constrained = ConstrainedSampler(self._ctx, self.model)
-        self._template = self._load_template()
+        try:
+            self._setup(cfg)
+        except BaseException:
+            self.model.close()  # a context that could not be made must not leak the weights
+            raise
         self._embedder: Embedder | None = None
         self._embed_lock = threading.Lock()
         self._stats = EngineStats()
@@ -61,9 +47,23 @@ class Engine:
         self._cancels: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._closed = False
         self._dead: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="llamaq-engine", daemon=True)
         self._thread.start()
+
+    def _setup(self, cfg: EngineConfig) -> None:
+        m = self.model
+        self.n_ctx = min(cfg.n_ctx, max(m.n_ctx_train, 512)) if m.n_ctx_train else cfg.n_ctx
+        self.n_ctx_seq = min(cfg.max_ctx_per_seq or self.n_ctx, self.n_ctx)
+        n_seq = cfg.n_parallel + cfg.n_seq_cache
+        self._ctx = m.new_context(n_ctx=self.n_ctx, n_batch=cfg.n_batch, n_seq_max=n_seq, n_threads=cfg.n_threads,
+                                  swa_full=cfg.swa_full, flash_attn=cfg.flash_attn, kv_type=cfg.kv_type)
+        self._batch = Batch(cfg.n_batch)
+        self._sched = Scheduler(Slots(KV(self._ctx), n_seq), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel,
+                                n_batch=cfg.n_batch, share=m.can_share_prefix, n_swa=0 if cfg.swa_full else m.n_swa)
+        self._sampler = sampling.Sampler(self._ctx, m, self.n_ctx_seq, fast=cfg.fast_sampling)
+        self._template = self._load_template()
 
     # ---------------------------------------------------------------- public API
     @property
@@ -80,16 +80,13 @@ class Engine:
         return [] if self._template else list(chat.FALLBACK_STOP)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        self._require_open()
         return self.model.tokenize(text, add_special=add_special)
 
     def detokenize(self, tokens: list[int]) -> str:
+        self._require_open()
         self._check_tokens(tokens, "tokens")
         return self.model.detokenize(tokens)
-
-    def _check_tokens(self, tokens: object, param: str) -> None:
-        n = self.model.n_vocab
-        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n for t in tokens):
-            raise InvalidRequest(f"{param} must be a list of token ids in 0..{n - 1}", param=param)
 
     def render_chat(self, messages: list[dict]) -> str:
         msgs = chat.normalise(messages)
@@ -97,27 +94,15 @@ class Engine:
 
     def submit(self, request: Request) -> Handle:
         """Queue a request. Raises InvalidRequest, PromptTooLong, QueueFull or EngineDead."""
-        if self._dead is not None or self._closing:
-            raise EngineDead(f"engine is not running: {self._dead or 'closed'}")
-        p = request.params
-        sampling.validate(p, self.model.n_vocab)
-        prompt = self._prompt_tokens(request.prompt)
-        if len(prompt) + 1 > self.n_ctx_seq:
-            raise PromptTooLong(len(prompt), self.n_ctx_seq - 1)
-        seq = Sequence(request, None, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)))  # type: ignore[arg-type]
-        handle = seq.handle = Handle(request, on_cancel=lambda: self._request_cancel(seq))
-        seq.matcher = compile_request_constraint(p.constraint, self.model)
-        with self._cond:
+        self._require_open()
+        seq = self._new_sequence(request)
+        with self._cond:  # checked again under the lock: a close() meanwhile must not strand the handle
+            self._require_open()
             if len(self._inbox) + len(self._sched.waiting) >= self.config.max_waiting:
                 raise QueueFull(f"engine queue is full ({self.config.max_waiting} requests waiting); retry later")
             self._inbox.append(seq)
             self._cond.notify()
-        return handle
-
-    def _request_cancel(self, seq: Sequence) -> None:
-        with self._cond:
-            self._cancels.append(seq)
-            self._cond.notify()
+        return seq.handle
 
     def generate(self, prompt: str | list[int], **params) -> Result:
         """Convenience: submit and wait."""
@@ -125,9 +110,11 @@ class Engine:
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         with self._embed_lock:
+            self._require_open()
             if self._embedder is None:
                 self._embedder = Embedder(self.model, self.config)
-        return self._embedder.embed(texts)
+            embedder = self._embedder
+        return embedder.embed(texts)
 
     def stats(self) -> EngineStats:
         s = self._stats
@@ -141,15 +128,19 @@ class Engine:
         return self._thread.is_alive() and self._dead is None
 
     def close(self) -> None:
+        """Stop the engine and free the model; pending requests fail with EngineDead.
+        Safe to call more than once."""
         with self._cond:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout=30)
-        if self._embedder:
-            self._embedder.close()
-        if not self._thread.is_alive() and self._ctx:
+        with self._embed_lock:
+            if self._closed or self._thread.is_alive():
+                return
+            self._closed = True
+            if self._embedder:
+                self._embedder.close()
             llama_cpp.llama_free(self._ctx)
-            self._ctx = None
             self.model.close()
 
     def __enter__(self) -> "Engine":
@@ -159,6 +150,34 @@ class Engine:
         self.close()
 
     # ---------------------------------------------------------------- helpers
+    def _require_open(self) -> None:
+        if self._dead is not None or self._closing:
+            raise EngineDead(f"engine is not running: {self._dead or 'closed'}")
+
+    def _check_tokens(self, tokens: object, param: str) -> None:
+        n = self.model.n_vocab
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n for t in tokens):
+            raise InvalidRequest(f"{param} must be a list of token ids in 0..{n - 1}", param=param)
+
+    def _new_sequence(self, request: Request) -> Sequence:
+        p = request.params
+        sampling.validate(p, self.model.n_vocab)
+        if not isinstance(request.priority, int) or isinstance(request.priority, bool):
+            raise InvalidRequest("priority must be an integer", param="priority")
+        prompt = self._prompt_tokens(request.prompt)
+        if len(prompt) + 1 > self.n_ctx_seq:
+            raise PromptTooLong(len(prompt), self.n_ctx_seq - 1)
+        handle = Handle(request)
+        seq = Sequence(request, handle, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)))
+        handle._on_cancel = lambda: self._request_cancel(seq)
+        seq.matcher = compile_request_constraint(p.constraint, self.model)
+        return seq
+
+    def _request_cancel(self, seq: Sequence) -> None:
+        with self._cond:
+            self._cancels.append(seq)
+            self._cond.notify()
+
     def _load_template(self) -> chat.ChatTemplate | None:
         source = self.model.chat_template()
         if not source:
@@ -173,14 +192,12 @@ class Engine:
             return None
 
     def _prompt_tokens(self, prompt: str | list[int]) -> list[int]:
+        if not prompt:
+            raise InvalidRequest("prompt is empty", param="prompt")
         if isinstance(prompt, str):
-            if not prompt:
-                raise InvalidRequest("prompt is empty", param="prompt")
             bos = self.model.token_bytes(self.model.bos, special=True).decode("utf-8", "replace")
             # A rendered chat template usually writes BOS itself: don't add a second.
             return self.model.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
-        if not prompt:
-            raise InvalidRequest("prompt is empty", param="prompt")
         self._check_tokens(prompt, "prompt")
         return list(prompt)
 
@@ -189,12 +206,12 @@ class Engine:
         try:
             while True:
                 with self._cond:
-                    while not self._closing and not self._inbox and not self._has_work():
+                    while not self._closing and not self._inbox and not self._cancels and not self._has_work():
                         self._cond.wait()
                     if self._closing:
                         break
                     while self._inbox:
-                        self._sched.waiting.append(self._inbox.popleft())
+                        self._sched.add(self._inbox.popleft())
                 try:
                     self._step()
                 except Exception as e:  # a bug in one step fails that step's requests, not the engine
@@ -211,42 +228,40 @@ class Engine:
         return bool(self._sched.running or self._sched.waiting)
 
     def _step(self) -> None:
-        self._reap_cancelled()
-        for seq in self._sched.admit():
-            self._start(seq)
-        chunks = self._sched.plan()
+        t0 = time.perf_counter()
+        chunks = self._schedule()
         if not chunks:
             if self._sched.waiting:  # waiting on a leader or for room: don't spin
                 time.sleep(0.001)
             return
-        if not self._decode(chunks):
-            return
-        now = time.perf_counter()
-        for c in chunks:
-            seq = c.seq
-            seq.n_past += len(c.tokens)
-            if seq.request.cache_prompt and self._sched.share and seq.status is Status.DECODE:
-                self._sched.index.extend(seq.seq_id, c.tokens)  # prompt tokens were indexed at admission
-            if c.logits and seq.running:
-                self._sample(seq, now)
+        if self._run_batch(chunks):
+            self._postprocess(chunks)
+        self._stats.step_ms += (time.perf_counter() - t0) * 1000
+
+    def _schedule(self) -> list[Chunk]:
+        self._reap_cancelled()
+        for seq in self._sched.admit():
+            self._start(seq)
+        return self._sched.plan()
 
     def _start(self, seq: Sequence) -> None:
-        p = seq.request.params
         self._stats.prompt_tokens_reused += seq.n_reused
         try:
-            seq.sampler = sampling.build_chain(p, self.model.n_vocab, self.model.eog_tokens)
-            seq.stream = TextStream(p.stop)
+            self._sampler.start(seq)
+            seq.stream = TextStream(seq.request.params.stop)
         except Exception as e:
             self._fail(seq, RequestFailed(f"could not set up sampling: {e}"))
 
-    def _decode(self, chunks: list[Chunk]) -> bool:
+    def _run_batch(self, chunks: list[Chunk]) -> bool:
         """Decode one batch; on failure evict, shrink or fail, and report False."""
         batch = self._batch
         batch.clear()
         for c in chunks:
             idx = batch.add(c.tokens, c.start, c.seq.seq_id, c.logits)
             c.seq.batch_index = idx if c.logits else -1
+        t0 = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, batch.as_llama())
+        self._stats.decode_ms += (time.perf_counter() - t0) * 1000
         self._stats.steps += 1
         self._stats.batch_tokens += batch.n
         if rc == 0:
@@ -262,12 +277,19 @@ class Engine:
             self._fail(seq, err)
         return False
 
+    def _postprocess(self, chunks: list[Chunk]) -> None:
+        now = time.perf_counter()
+        self._sampler.new_step(sum(c.logits for c in chunks))
+        for c in chunks:
+            self._sched.advance(c)
+            if c.logits and c.seq.running:
+                self._sample(c.seq, now)
+
     def _sample(self, seq: Sequence, now: float) -> None:
         try:
-            if seq.matcher is not None:
-                token = self._constrained.sample(seq.sampler, seq.matcher, seq.batch_index)
-            else:
-                token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
+            t0 = time.perf_counter()
+            token = self._sampler.sample(seq)
+            self._stats.sample_ms += (time.perf_counter() - t0) * 1000
             if seq.status is Status.PREFILL:
                 seq.status = Status.DECODE
                 seq.first_token = now
@@ -299,24 +321,22 @@ class Engine:
         if reason != "stop" or not seq.stream.stopped:
             seq.handle._push(seq.stream.flush())
         self._sched.finish(seq)
-        self._free_sampler(seq)
+        self._sampler.free(seq)
         self._stats.requests_finished += 1
         seq.handle._finish(self._result(seq, reason))
 
-    def _result(self, seq: Sequence, reason: str, error: str | None = None) -> Result:
+    def _result(self, seq: Sequence, reason: str) -> Result:
         now = time.perf_counter()
         ms = lambda t: (t - seq.submitted) * 1000 if t else 0.0  # noqa: E731
         generated = seq.tokens[seq.n_prompt :]
         text = seq.stream.text if seq.stream else ""
-        incomplete = self._incomplete(seq, text)
         return Result(
             text=text,
             finish_reason=reason,  # type: ignore[arg-type]
             usage=Usage(seq.n_prompt, len(generated), seq.n_reused),
             timings=Timings(queue_ms=ms(seq.admitted), ttft_ms=ms(seq.first_token), total_ms=ms(now)),
             tokens=generated,
-            error=error,
-            incomplete=incomplete,
+            incomplete=self._incomplete(seq, text),
         )
 
     @staticmethod
@@ -334,16 +354,20 @@ class Engine:
             seq = self._cancels.popleft()
             if seq.handle.done:
                 continue
-            if seq.running:
-                self._sched.finish(seq)
-            else:  # waiting (or still in the inbox: _run moved it to waiting already)
-                self._sched.drop(seq)
-            self._free_sampler(seq)
-            seq.handle._finish(self._result(seq, "cancelled"))
+            try:
+                if seq.running:
+                    self._sched.finish(seq)
+                else:  # waiting (or still in the inbox: _run moved it to waiting already)
+                    self._sched.drop(seq)
+                self._sampler.free(seq)
+                seq.handle._finish(self._result(seq, "cancelled"))
+            except Exception as e:  # fails this request only, not everything running
+                log.exception("request %s failed while cancelling", seq.request.id)
+                self._fail(seq, RequestFailed(f"{type(e).__name__} while cancelling: {e}"))
 
     def _fail(self, seq: Sequence, error: EngineError) -> None:
         self._sched.drop(seq)
-        self._free_sampler(seq)
+        self._sampler.free(seq)
         seq.handle._finish(None, error)
 
     def _fail_running(self, error: EngineError) -> None:
@@ -355,11 +379,5 @@ class Engine:
             pending = [*self._inbox, *self._sched.waiting, *self._sched.running]
             self._inbox.clear()
         for seq in pending:
-            self._free_sampler(seq)
+            self._sampler.free(seq)
             seq.handle._finish(None, error)
-
-    @staticmethod
-    def _free_sampler(seq: Sequence) -> None:
-        if seq.sampler is not None:
-            llama_cpp.llama_sampler_free(seq.sampler)
-            seq.sampler = None

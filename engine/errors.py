@@ -25,6 +25,14 @@ class PromptTooLong(InvalidRequest):
         self.n_limit = n_limit
 
 
+class InvalidConfig(EngineError, ValueError):
+    """An engine setting that cannot work; param names it."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
 class QueueFull(EngineError):
     """The engine's waiting queue is full: retry later."""
 

@@ -23,6 +23,25 @@ def _init_backend(verbose: bool) -> None:
         _backend_ready = True
 
 
+def _avoid_amx_buffers() -> None:
+    """llama.cpp's AMX weight buffers segfault in ggml_backend_amx_mul_mat in this
+    version (the default Q4_K_M model on an AMX Xeon). On such CPUs every model
+    this process loads, llama-cpp-python's Llama included, goes without them."""
+    if b"AMX_INT8 = 1" not in (llama_cpp.llama_print_system_info() or b""):
+        return
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def without_amx() -> llama_cpp.llama_model_params:
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_cpp.llama_model_default_params = llama_cpp.llama_model_default_params = without_amx
+
+
+_avoid_amx_buffers()
+
+
 class Model:
     """Owns a llama_model. Tokenizer calls are thread-safe (read-only vocab)."""
 
@@ -129,8 +148,6 @@ class Model:
         p.kv_unified = True  # seq_cp then shares cells across sequences instead of copying
         p.swa_full = swa_full
         p.no_perf = True
-        if kv_type not in _KV_TYPES:
-            raise ValueError(f"kv_type must be one of {sorted(_KV_TYPES)}, got {kv_type!r}")
         p.type_k = p.type_v = _KV_TYPES[kv_type]
         if flash_attn is not None:
             p.flash_attn_type = 1 if flash_attn else 0

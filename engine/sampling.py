@@ -1,13 +1,21 @@
-"""Per-request sampler chains in llama.cpp (no logits copied into Python)."""
+"""Sampling: parameter checks, per-request llama.cpp sampler chains, and the
+per-step sampler. Greedy requests without penalties skip the chain: an argmax
+over a zero-copy view of their logits row (llama.cpp's chain builds a
+262,144-entry candidate array per call, the bulk of the host time per step)."""
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 
 import llama_cpp
+import numpy as np
 
+from .constrained import ConstrainedSampler
 from .errors import InvalidRequest
+from .model import Model
+from .sequence import Sequence
 from .types import SamplingParams
 
 
@@ -46,25 +54,33 @@ def validate(p: SamplingParams, n_vocab: int) -> None:
         raise bad("stop", "must be a list of strings")
 
 
-def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int]) -> llama_cpp.llama_sampler_p:
+def logit_bias(p: SamplingParams, eog_tokens: list[int]) -> dict[int, float]:
+    bias = dict(p.logit_bias)
+    if p.ignore_eos:
+        bias.update({t: -math.inf for t in eog_tokens})
+    return bias
+
+
+def needs_chain(p: SamplingParams) -> bool:
+    """Whether sampling needs llama.cpp's chain (random draws, penalties, grammars)."""
+    penalties = p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty
+    return p.temperature > 0 or bool(penalties) or p.constraint is not None
+
+
+def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int], n_ctx: int) -> llama_cpp.llama_sampler_p:
     """A sampler chain for one sequence. Free with llama_sampler_free."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     add = lambda s: llama_cpp.llama_sampler_chain_add(chain, s)  # noqa: E731
 
-    bias = dict(p.logit_bias)
-    if p.ignore_eos:
-        bias.update({t: -math.inf for t in eog_tokens})
+    bias = logit_bias(p, eog_tokens)
     if bias:
         arr = (llama_cpp.llama_logit_bias * len(bias))()
         for i, (tok, b) in enumerate(bias.items()):
             arr[i].token, arr[i].bias = tok, b
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(bias), arr))
     if p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-        add(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
-            )
-        )
+        last_n = n_ctx if p.repeat_last_n == -1 else p.repeat_last_n  # llama.cpp reads -1 as "off"
+        add(llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty))
     if p.temperature <= 0:
         add(llama_cpp.llama_sampler_init_greedy())
         return chain
@@ -78,3 +94,56 @@ def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int]) -> llama
     seed = p.seed if p.seed is not None else random.getrandbits(32)
     add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
+
+
+class Sampler:
+    """Picks the next token of each sequence whose logits the last decode produced."""
+
+    def __init__(self, ctx: llama_cpp.llama_context_p, model: Model, n_ctx: int, fast: bool = True):
+        self._ctx = ctx
+        self._model = model
+        self._n_ctx = n_ctx
+        self._fast = fast
+        self._constrained = ConstrainedSampler(ctx, model)
+        self._bias: dict[Sequence, tuple[np.ndarray, np.ndarray]] = {}  # fast-path sequences' logit bias
+        self._logits: np.ndarray | None = None  # this step's logits rows, viewed in place
+
+    def start(self, seq: Sequence) -> None:
+        p, m = seq.request.params, self._model
+        if self._fast and not needs_chain(p):
+            bias = logit_bias(p, m.eog_tokens)
+            if bias:
+                self._bias[seq] = (np.fromiter(bias, np.int64), np.fromiter(bias.values(), np.float32))
+            return
+        seq.sampler = build_chain(p, m.n_vocab, m.eog_tokens, self._n_ctx)
+
+    def free(self, seq: Sequence) -> None:
+        self._bias.pop(seq, None)
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def new_step(self, n_outputs: int) -> None:
+        self._logits = None
+        self._n_outputs = n_outputs
+
+    def sample(self, seq: Sequence) -> int:
+        if seq.matcher is not None:
+            return self._constrained.sample(seq.sampler, seq.matcher, seq.batch_index)
+        if seq.sampler is not None:
+            return llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
+        row = self._row(seq.batch_index)
+        bias = self._bias.get(seq)
+        if bias is not None:
+            row[bias[0]] += bias[1]  # in llama.cpp's buffer, as its logit-bias sampler does to its copy
+        return int(row.argmax())  # the first maximum, like llama.cpp's greedy sampler
+
+    def _row(self, batch_index: int) -> np.ndarray:
+        """The logits of one batch entry: a view into llama.cpp's output buffer."""
+        n_vocab = self._model.n_vocab
+        if self._logits is None:
+            base = llama_cpp.llama_get_logits(self._ctx)
+            self._base = ctypes.addressof(base.contents)
+            self._logits = np.ctypeslib.as_array(base, shape=(self._n_outputs, n_vocab))
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
+        return self._logits[(ctypes.addressof(ptr.contents) - self._base) // (4 * n_vocab)]

@@ -1,12 +1,15 @@
-"""One request's life inside the engine: its tokens, KV position and sampler."""
+"""One request's life inside the engine: its tokens, KV position and the
+per-request resources the engine thread owns (sampler chain, matcher, stream)."""
 
 from __future__ import annotations
 
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
+import llama_cpp
+
+from .grammar import Matcher
 from .handle import Handle
 from .text_stream import TextStream
 from .types import Request
@@ -27,17 +30,19 @@ class Sequence:
     max_tokens: int
     submitted: float = field(default_factory=time.perf_counter)
     status: Status = Status.WAITING
+    arrival: int = 0  # order of arrival in the scheduler's queue
     seq_id: int = -1
     tokens: list[int] = field(default_factory=list)  # prompt + generated
     n_past: int = 0  # tokens[:n_past] are in the KV cache
     n_reused: int = 0  # prompt tokens shared from the cache
     n_generated: int = 0
-    sampler: Any = None  # llama_sampler_p
-    matcher: Any = None  # constraint matcher, if any
-    stream: TextStream | None = None
     admitted: float = 0.0
     first_token: float = 0.0
     batch_index: int = -1  # where this step's logits land, or -1
+    # Engine-thread resources, set up at admission and freed at the end:
+    sampler: llama_cpp.llama_sampler_p | None = None  # llama.cpp chain; None on the greedy fast path
+    matcher: Matcher | None = None
+    stream: TextStream | None = None
 
     def __post_init__(self) -> None:
         self.tokens = list(self.prompt)

@@ -16,8 +16,15 @@ class TextStream:
         self._stop = [s for s in stop if s]
         self._hold = max((len(s) for s in self._stop), default=0)
         self._pending = ""  # decoded, not yet emitted
-        self.text = ""  # emitted so far
+        self._emitted: list[str] = []  # joined on demand: += on a str is quadratic over long outputs
         self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """Everything emitted so far."""
+        if len(self._emitted) > 1:
+            self._emitted[:] = ["".join(self._emitted)]
+        return self._emitted[0] if self._emitted else ""
 
     def feed(self, data: bytes) -> str:
         """Add a token's bytes; return the text that may be emitted now."""
@@ -59,5 +66,6 @@ class TextStream:
 
     def _emit(self, n: int, drop_rest: bool = False) -> str:
         out, self._pending = self._pending[:n], ("" if drop_rest else self._pending[n:])
-        self.text += out
+        if out:
+            self._emitted.append(out)
         return out

@@ -49,6 +49,7 @@ class Request:
     prompt: str | list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
     cache_prompt: bool = True
+    priority: int = 0  # smaller is more urgent: waiting requests start in (priority, arrival) order
     id: int = field(default_factory=lambda: next(_ids))
 
 
@@ -87,5 +88,8 @@ class EngineStats:
     evictions: int = 0
     steps: int = 0
     batch_tokens: int = 0  # summed over steps: mean batch = batch_tokens / steps
+    step_ms: float = 0.0  # summed over steps: the engine thread's time in steps that decoded
+    decode_ms: float = 0.0  # of which in llama_decode
+    sample_ms: float = 0.0  # of which picking tokens from the logits
     waiting: int = 0
     running: int = 0

@@ -288,3 +288,24 @@ def test_out_of_range_token_ids_are_rejected(tiny_engine):
         tiny_engine.submit(Request([2, n]))
     with pytest.raises(InvalidRequest, match="token ids"):
         tiny_engine.submit(Request([2, -1]))
+
+
+def test_waiting_requests_start_in_priority_then_arrival_order(tiny_model_path):
+    """One slot, busy: a later urgent request (priority 0) starts before earlier batch
+    ones (priority 1), which keep their arrival order among themselves."""
+    with Engine(tiny_config(tiny_model_path, n_parallel=1)) as eng:
+        blocker = eng.submit(Request("hold the slot", SamplingParams(max_tokens=4000, ignore_eos=True)))
+        next(iter(blocker))  # running: everything below waits
+
+        def req(priority: int) -> Request:
+            return Request("queued", SamplingParams(temperature=0, max_tokens=4), priority=priority)
+
+        batch_a, batch_b, urgent = eng.submit(req(1)), eng.submit(req(1)), eng.submit(req(0))
+        blocker.cancel()
+        # With one slot, a request can only start once the one before it finished.
+        batch_a.result(timeout=30)
+        assert urgent.done
+        batch_b.result(timeout=30)
+        assert batch_a.done
+        with pytest.raises(InvalidRequest, match="priority"):
+            eng.submit(Request("x", priority="high"))  # type: ignore[arg-type]

@@ -2,7 +2,9 @@
 
 A llama-architecture model, a couple of layers, tiny width: loads and decodes
 in milliseconds, so engine tests run in seconds. f32 by default, because
-llama.cpp's CPU kernels are then batch-invariant (exact-identity tests)."""
+llama.cpp's CPU kernels are then batch-invariant (exact-identity tests).
+arch="gemma3" with n_swa writes a Gemma-3 model whose layers all use a sliding
+window of n_swa tokens (its 6th layers would be global; it has fewer)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def write_tiny_model(
     n_ctx_train: int = 8192,
     dtype: str = "f32",
     seed: int = 0,
+    arch: str = "llama",
+    n_swa: int = 0,
 ) -> Path:
     import gguf
 
@@ -63,7 +67,7 @@ def write_tiny_model(
         return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np_dtype)
 
     tmp = path.with_suffix(".tmp")
-    w = gguf.GGUFWriter(str(tmp), "llama")
+    w = gguf.GGUFWriter(str(tmp), arch)
     w.add_name("llamaq-tiny-random")
     w.add_context_length(n_ctx_train)
     w.add_embedding_length(n_embd)
@@ -74,6 +78,10 @@ def write_tiny_model(
     w.add_rope_dimension_count(head_dim)
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
+    if arch == "gemma3":
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_sliding_window(n_swa)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     w.add_tokenizer_model(tok["model"])
     w.add_tokenizer_pre(tok["pre"])
@@ -90,12 +98,19 @@ def write_tiny_model(
     w.add_add_space_prefix(s["tokenizer.ggml.add_space_prefix"])
 
     # Norm weights stay f32 (llama.cpp expects that); matrices in the chosen dtype.
-    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd, scale=1.0))
+    # Gemma scales embeddings by sqrt(n_embd) and normalises each attention output:
+    # unit-RMS embeddings keep attention (what a missing KV cell changes) as strong as the token.
+    emb_scale = 1 / np.sqrt(n_embd) if arch == "gemma3" else 1.0
+    w.add_tensor("token_embd.weight", rand(n_vocab, n_embd, scale=emb_scale))
     w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     w.add_tensor("output.weight", rand(n_vocab, n_embd, scale=2.0 / np.sqrt(n_embd)))
     kv_dim = head_dim * n_head_kv
     for i in range(n_layer):
         p = f"blk.{i}."
+        if arch == "gemma3":
+            for name, size in (("attn_q_norm", head_dim), ("attn_k_norm", head_dim),
+                               ("post_attention_norm", n_embd), ("post_ffw_norm", n_embd)):
+                w.add_tensor(p + name + ".weight", np.ones(size, dtype=np.float32))
         w.add_tensor(p + "attn_norm.weight", np.ones(n_embd, dtype=np.float32))
         w.add_tensor(p + "attn_q.weight", rand(n_embd, n_embd, scale=1 / np.sqrt(n_embd)))
         w.add_tensor(p + "attn_k.weight", rand(kv_dim, n_embd, scale=1 / np.sqrt(n_embd)))
@@ -113,13 +128,14 @@ def write_tiny_model(
     return path
 
 
-def cached_tiny_model(dtype: str = "f32", cache_dir: Path | None = None) -> Path:
+def cached_tiny_model(dtype: str = "f32", cache_dir: Path | None = None, arch: str = "llama", n_swa: int = 0) -> Path:
     """The tiny model, written once per machine into ~/.cache/llamaq (or cache_dir)."""
     from engine.config import bundled_model_path
 
     cache_dir = cache_dir or Path(os.environ.get("LLAMAQ_CACHE", Path.home() / ".cache" / "llamaq"))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"tiny-random-v{VERSION}-{dtype}.gguf"
+    variant = "" if arch == "llama" else f"-{arch}-swa{n_swa}"
+    path = cache_dir / f"tiny-random-v{VERSION}{variant}-{dtype}.gguf"
     if not path.exists():
-        write_tiny_model(path, bundled_model_path(), dtype=dtype)
+        write_tiny_model(path, bundled_model_path(), dtype=dtype, arch=arch, n_swa=n_swa)
     return path

@@ -2,7 +2,10 @@
 
 (a) sequential: requests one at a time through llama-cpp-python's high-level
     Llama.create_completion, what a simple one-request server does;
-(b) the engine with 1, 4 and 16 concurrent clients;
+(b) the engine with 1, 16 and 64 concurrent clients, with its per-step time
+    split into decode, sampling and other host work; with --sampler both, also
+    with every sequence sampled through llama.cpp's chain (the engine before
+    its greedy fast path), in the same run;
 (c) the raw ceiling: a bare llama_batch/llama_decode/greedy loop at the same
     batch sizes with no scheduling at all.
 Greedy decoding, distinct prompts, EOS ignored so every request generates the
@@ -79,11 +82,17 @@ def run_clients(eng: Engine, prompts: list, concurrency: int, params: SamplingPa
 
 def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int) -> dict:
     params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+    before = eng.stats()
     results, wall = run_clients(eng, prompts, concurrency, params)
+    after = eng.stats()
     tokens = sum(r.usage.completion_tokens for r in results)
     ttfts = [r.timings.ttft_ms for r in results]
-    return {"mode": "engine", "concurrency": concurrency, "requests": len(results), "tokens": tokens,
-            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": pct(ttfts, 50), "ttft_p95_ms": pct(ttfts, 95)}
+    per_step = lambda field: (getattr(after, field) - getattr(before, field)) / max(1, after.steps - before.steps)  # noqa: E731
+    decode, sample, step = per_step("decode_ms"), per_step("sample_ms"), per_step("step_ms")
+    mode = "engine" if eng.config.fast_sampling else "engine, llama.cpp chain"
+    return {"mode": mode, "concurrency": concurrency, "requests": len(results), "tokens": tokens,
+            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": pct(ttfts, 50), "ttft_p95_ms": pct(ttfts, 95),
+            "decode_ms": decode, "sample_ms": sample, "other_ms": step - decode - sample, "host_ms": step - decode}
 
 
 def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, threads: int | None) -> dict:
@@ -119,36 +128,50 @@ def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, thread
 @click.option("--model", "-m", envvar="LLAMAQ_MODEL", help="GGUF file (default: bundled Gemma 3 270M).")
 @click.option("--prompt-tokens", default=64, show_default=True)
 @click.option("--gen-tokens", default=32, show_default=True)
-@click.option("--concurrency", "levels", default="1,4,16", show_default=True, help="Comma-separated levels.")
+@click.option("--concurrency", "levels", default="1,16,64", show_default=True, help="Comma-separated levels.")
 @click.option("--requests", "n_requests", default=16, show_default=True, help="Requests per engine level (at least the level).")
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True)
+@click.option("--sampler", type=click.Choice(["fast", "chain", "both"]), default="both", show_default=True,
+              help="fast: greedy by argmax over the logits; chain: llama.cpp's sampler chain for every sequence.")
+@click.option("--no-baselines", is_flag=True, help="Skip the sequential and raw-loop rows.")
 @out_option("engine")
-def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu_layers, out):
-    """Engine throughput vs sequential requests and the raw batch-loop ceiling."""
+def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu_layers, sampler, no_baselines, out):
+    """Engine throughput vs sequential requests and the raw batch-loop ceiling,
+    with the engine's time per step: decode, sampling, other host work."""
     levels = [int(x) for x in levels.split(",")]
-    eng = Engine(EngineConfig(model_path=model, n_parallel=max(levels), n_threads=threads,
-                              n_gpu_layers=n_gpu_layers, n_ctx=max(4096, max(levels) * (prompt_tokens + gen_tokens) * 2)))
-    path = eng.model.path
-    prompts = make_prompts(eng.model, max(n_requests, max(levels)) * 2, prompt_tokens)
-    click.echo(f"model {path.name}; {prompt_tokens}-token prompts, {gen_tokens} generated tokens, greedy")
-    eng.generate(prompts[-1], temperature=0, max_tokens=4)  # warm-up
+    variants = {"fast": [True], "chain": [False], "both": [False, True]}[sampler]
+    configs = [EngineConfig(model_path=model, n_parallel=max(levels), n_threads=threads, n_gpu_layers=n_gpu_layers,
+                            n_batch=max(512, max(levels)), fast_sampling=fast,
+                            n_ctx=max(4096, max(levels) * (prompt_tokens + gen_tokens) * 2)) for fast in variants]
     rows = []
-    try:
-        if n_gpu_layers == 0:
-            rows.append(run_sequential(path, prompts[: max(4, n_requests // 2)], gen_tokens, threads))
-        for c in levels:
-            rows.append(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c))
-            rows.append(run_raw(eng.model, prompts[:c], gen_tokens, c, threads))
-    finally:
-        eng.close()
+    for cfg in configs:
+        eng = Engine(cfg)
+        path = eng.model.path
+        prompts = make_prompts(eng.model, max(n_requests, max(levels)) * 2, prompt_tokens)
+        eng.generate(prompts[-1], temperature=0, max_tokens=4)  # warm-up
+        try:
+            for c in levels:
+                rows.append(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c))
+                if cfg is configs[-1] and not no_baselines:
+                    rows.append(run_raw(eng.model, prompts[:c], gen_tokens, c, threads))
+            if cfg is configs[-1] and n_gpu_layers == 0 and not no_baselines:
+                rows.insert(0, run_sequential(path, prompts[: max(4, n_requests // 2)], gen_tokens, threads))
+        finally:
+            eng.close()
+    click.echo(f"model {path.name}; {prompt_tokens}-token prompts, {gen_tokens} generated tokens, greedy")
     seq = next((r["tok_s"] for r in rows if r["mode"].startswith("sequential")), None)
     raw = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].startswith("raw")}
+    chain = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].endswith("chain")}
     for r in rows:
+        engine_row = r["mode"].startswith("engine")
         r["vs_sequential"] = r["tok_s"] / seq if seq else None
-        r["vs_raw"] = r["tok_s"] / raw[r["concurrency"]] if r["mode"] == "engine" else None
+        r["vs_raw"] = r["tok_s"] / raw[r["concurrency"]] if engine_row and r["concurrency"] in raw else None
+        r["vs_chain"] = r["tok_s"] / chain[r["concurrency"]] if r["mode"] == "engine" and chain else None
     print_table(rows, [("mode", "mode", ""), ("concurrency", "conc", "d"), ("requests", "reqs", "d"),
                        ("tok_s", "gen tok/s", ".1f"), ("ttft_p50_ms", "TTFT p50 ms", ".0f"),
-                       ("ttft_p95_ms", "TTFT p95 ms", ".0f"), ("vs_sequential", "x sequential", ".2f"),
-                       ("vs_raw", "x raw", ".2f")])
-    write_json(out, "engine", {"model": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "rows": rows})
+                       ("decode_ms", "decode ms/step", ".2f"), ("sample_ms", "sample ms/step", ".2f"),
+                       ("other_ms", "other host ms/step", ".2f"), ("vs_sequential", "x sequential", ".2f"),
+                       ("vs_raw", "x raw", ".2f"), ("vs_chain", "x chain", ".2f")])
+    write_json(out, "engine", {"model": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+                               "rows": rows})
