@@ -23,25 +23,6 @@ def _init_backend(verbose: bool) -> None:
         _backend_ready = True
 
 
-def _avoid_amx_buffers() -> None:
-    """llama.cpp's AMX weight buffers segfault in ggml_backend_amx_mul_mat in this
-    version (the default Q4_K_M model on an AMX Xeon). On such CPUs every model
-    this process loads, llama-cpp-python's Llama included, goes without them."""
-    if b"AMX_INT8 = 1" not in (llama_cpp.llama_print_system_info() or b""):
-        return
-    defaults = llama_cpp.llama_cpp.llama_model_default_params
-
-    def without_amx() -> llama_cpp.llama_model_params:
-        p = defaults()
-        p.use_extra_bufts = False
-        return p
-
-    llama_cpp.llama_cpp.llama_model_default_params = llama_cpp.llama_model_default_params = without_amx
-
-
-_avoid_amx_buffers()
-
-
 class Model:
     """Owns a llama_model. Tokenizer calls are thread-safe (read-only vocab)."""
 
