@@ -5,28 +5,34 @@ which routes strip before answering."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import orjson
 
+from jobs.batches import FINAL_BATCH_STATES
+
 RECENT_JOBS = 1000  # job ids remembered per owner for `llamaq jobs`
+READ_CHUNK = 1 << 20  # file contents are read and written in pieces this big
+FINAL_BATCH_TTL_S = 30 * 86400  # a finished batch's record is kept this long
 
 
 class Store(Protocol):
     def put_file(self, meta: dict, content: bytes) -> None: ...
     def get_file(self, file_id: str) -> dict | None: ...
     def file_content(self, file_id: str) -> bytes | None: ...
+    def iter_file_lines(self, file_id: str) -> Iterator[bytes] | None: ...  # streamed; None: no such file
+    def open_file_writer(self, meta: dict): ...  # .write(bytes) pieces, then .commit(meta) puts the file
     def delete_file(self, file_id: str) -> bool: ...
     def list_files(self, owner: str) -> list[dict]: ...  # newest first
-    def put_batch(self, batch: dict) -> None: ...
+    def put_batch(self, batch: dict, holder: tuple[str, str] | None = None) -> bool: ...  # fenced by a lease
     def get_batch(self, batch_id: str) -> dict | None: ...
     def list_batches(self, owner: str) -> list[dict]: ...  # newest first
     def unfinished_batches(self) -> list[dict]: ...
-    def add_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None: ...
-    def batch_jobs(self, batch_id: str) -> list[str]: ...
     def add_job(self, owner: str, job_id: str) -> None: ...
     def job_owner(self, job_id: str) -> str | None: ...
     def recent_jobs(self, owner: str, n: int) -> list[str]: ...  # newest first
@@ -36,7 +42,34 @@ class Store(Protocol):
     def has_flag(self, name: str) -> bool: ...
 
 
-FINAL_BATCH_STATES = ("completed", "failed", "expired", "cancelled")
+def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
+
+
+class _LocalWriter:
+    def __init__(self, store: "LocalStore", meta: dict):
+        self.store, self.parts = store, []
+        self.tmp = store.root / "files" / f"{meta['id']}.data.{os.getpid()}.tmp" if store.root else None
+        if self.tmp:
+            self.tmp.write_bytes(b"")
+
+    def write(self, data: bytes) -> None:
+        if self.tmp:
+            with open(self.tmp, "ab") as f:
+                f.write(data)
+        else:
+            self.parts.append(data)
+
+    def commit(self, meta: dict) -> None:
+        if self.tmp:
+            self.tmp.replace(self.store.root / "files" / f"{meta['id']}.data")
+        self.store.put_file(meta, None if self.tmp else b"".join(self.parts))
 
 
 class LocalStore:
@@ -48,7 +81,6 @@ class LocalStore:
         self._files: dict[str, dict] = {}
         self._contents: dict[str, bytes] = {}
         self._batches: dict[str, dict] = {}
-        self._batch_jobs: dict[str, list[str]] = {}
         self._job_owner: dict[str, str] = {}
         self._recent: dict[str, list[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
@@ -66,7 +98,6 @@ class LocalStore:
         for p in (self.root / "batches").glob("*.json"):
             rec = orjson.loads(p.read_bytes())
             self._batches[rec["batch"]["id"]] = rec["batch"]
-            self._batch_jobs[rec["batch"]["id"]] = rec.get("jobs", [])
 
     def _write(self, path: Path, data: bytes) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -74,11 +105,13 @@ class LocalStore:
         tmp.replace(path)
 
     # files
-    def put_file(self, meta: dict, content: bytes) -> None:
+    def put_file(self, meta: dict, content: bytes | None) -> None:
+        """content None: already written under root (open_file_writer)."""
         with self._lock:
             self._files[meta["id"]] = dict(meta)
             if self.root:
-                self._write(self.root / "files" / f"{meta['id']}.data", content)
+                if content is not None:
+                    self._write(self.root / "files" / f"{meta['id']}.data", content)
                 self._write(self.root / "files" / f"{meta['id']}.json", orjson.dumps(meta))
             else:
                 self._contents[meta["id"]] = content
@@ -96,6 +129,22 @@ class LocalStore:
                 return self._contents.get(file_id)
         return (self.root / "files" / f"{file_id}.data").read_bytes()
 
+    def iter_file_lines(self, file_id: str) -> Iterator[bytes] | None:
+        with self._lock:
+            if file_id not in self._files:
+                return None
+            if not self.root:
+                return iter(self._contents.get(file_id, b"").split(b"\n"))
+        return self._read_lines(self.root / "files" / f"{file_id}.data")
+
+    @staticmethod
+    def _read_lines(path: Path) -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            yield from split_lines(iter(lambda: f.read(READ_CHUNK), b""))
+
+    def open_file_writer(self, meta: dict) -> _LocalWriter:
+        return _LocalWriter(self, meta)
+
     def delete_file(self, file_id: str) -> bool:
         with self._lock:
             if self._files.pop(file_id, None) is None:
@@ -112,15 +161,14 @@ class LocalStore:
         return sorted(files, key=lambda m: (m["created_at"], m["id"]), reverse=True)
 
     # batches
-    def put_batch(self, batch: dict) -> None:
+    def put_batch(self, batch: dict, holder: tuple[str, str] | None = None) -> bool:
         with self._lock:
+            if holder is not None and self._leases.get(holder[0], ("",))[0] != holder[1]:
+                return False
             self._batches[batch["id"]] = dict(batch)
-            self._persist_batch(batch["id"])
-
-    def _persist_batch(self, batch_id: str) -> None:
-        if self.root:
-            rec = {"batch": self._batches[batch_id], "jobs": self._batch_jobs.get(batch_id, [])}
-            self._write(self.root / "batches" / f"{batch_id}.json", orjson.dumps(rec))
+            if self.root:
+                self._write(self.root / "batches" / f"{batch['id']}.json", orjson.dumps({"batch": batch}))
+            return True
 
     def get_batch(self, batch_id: str) -> dict | None:
         with self._lock:
@@ -135,15 +183,6 @@ class LocalStore:
     def unfinished_batches(self) -> list[dict]:
         with self._lock:
             return [dict(b) for b in self._batches.values() if b["status"] not in FINAL_BATCH_STATES]
-
-    def add_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None:
-        with self._lock:
-            self._batch_jobs.setdefault(batch_id, []).extend(job_ids)
-            self._persist_batch(batch_id)
-
-    def batch_jobs(self, batch_id: str) -> list[str]:
-        with self._lock:
-            return list(self._batch_jobs.get(batch_id, []))
 
     # single jobs (owner and recency; the records themselves live in the backend)
     def add_job(self, owner: str, job_id: str) -> None:
@@ -187,6 +226,51 @@ class LocalStore:
             return name in self._flags
 
 
+# KEYS: batch, owner's index, open set, lease; ARGV: json, created_at, id, holder, final ttl (0: open)
+_PUT_BATCH = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if tonumber(ARGV[5]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('SREM', KEYS[3], ARGV[3])
+else
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
+return 1
+"""
+
+
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+
+class _RedisWriter:
+    """Appends to a temporary key; commit renames it into place with the meta."""
+
+    def __init__(self, store: "RedisStore", meta: dict):
+        self.store = store
+        self.tmp = store._k("file", meta["id"], "content", "tmp", os.urandom(6).hex())
+
+    def write(self, data: bytes) -> None:
+        pipe = self.store.r.pipeline()
+        pipe.append(self.tmp, data)
+        pipe.expire(self.tmp, 86400)  # a writer that died leaves nothing for long
+        pipe.execute()
+
+    def commit(self, meta: dict) -> None:
+        pipe = self.store.r.pipeline()
+        pipe.persist(self.tmp)
+        pipe.rename(self.tmp, self.store._k("file", meta["id"], "content"))
+        pipe.set(self.store._k("file", meta["id"]), orjson.dumps(meta))
+        pipe.zadd(self.store._k("files", meta.get("owner", "")), {meta["id"]: meta["created_at"]})
+        pipe.execute()
+
+
 class RedisStore:
     """Shared by every API process behind one Redis. Keys under prefix."""
 
@@ -196,6 +280,8 @@ class RedisStore:
         self.r = redis.Redis.from_url(url)
         self.p = prefix
         self.job_ttl_s = job_ttl_s
+        self._put_batch = self.r.register_script(_PUT_BATCH)
+        self._lease = self.r.register_script(_LEASE)
 
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)
@@ -215,6 +301,21 @@ class RedisStore:
     def file_content(self, file_id: str) -> bytes | None:
         return self.r.get(self._k("file", file_id, "content"))
 
+    def iter_file_lines(self, file_id: str) -> Iterator[bytes] | None:
+        key = self._k("file", file_id, "content")
+        if not self.r.exists(key):
+            return None
+        return split_lines(self._pieces(key))
+
+    def _pieces(self, key: str) -> Iterator[bytes]:
+        pos = 0
+        while piece := self.r.getrange(key, pos, pos + READ_CHUNK - 1):
+            pos += len(piece)
+            yield piece
+
+    def open_file_writer(self, meta: dict) -> _RedisWriter:
+        return _RedisWriter(self, meta)
+
     def delete_file(self, file_id: str) -> bool:
         meta = self.get_file(file_id)
         if meta is None:
@@ -233,18 +334,19 @@ class RedisStore:
         if not ids:
             return []
         raws = self.r.mget([self._k(kind, i) for i in ids])
+        gone = [i for i, raw in zip(ids, raws) if not raw]
+        if gone:  # expired records leave the index too
+            self.r.zrem(self._k(index, owner), *gone)
         return [orjson.loads(raw) for raw in raws if raw]
 
     # batches
-    def put_batch(self, batch: dict) -> None:
-        pipe = self.r.pipeline()
-        pipe.set(self._k("batch", batch["id"]), orjson.dumps(batch))
-        pipe.zadd(self._k("batches", batch.get("owner", "")), {batch["id"]: batch["created_at"]})
-        if batch["status"] in FINAL_BATCH_STATES:
-            pipe.srem(self._k("batches-open"), batch["id"])
-        else:
-            pipe.sadd(self._k("batches-open"), batch["id"])
-        pipe.execute()
+    def put_batch(self, batch: dict, holder: tuple[str, str] | None = None) -> bool:
+        """False (nothing written) when holder = (lease, holder) no longer holds the lease."""
+        keys = [self._k("batch", batch["id"]), self._k("batches", batch.get("owner", "")),
+                self._k("batches-open"), self._k("lease", holder[0]) if holder else self._k("lease", "-")]
+        ttl = FINAL_BATCH_TTL_S if batch["status"] in FINAL_BATCH_STATES else 0
+        return bool(self._put_batch(keys=keys, args=[orjson.dumps(batch), batch["created_at"], batch["id"],
+                                                      holder[1] if holder else "", ttl]))
 
     def get_batch(self, batch_id: str) -> dict | None:
         raw = self.r.get(self._k("batch", batch_id))
@@ -262,13 +364,6 @@ class RedisStore:
                 out.append(b)
         return out
 
-    def add_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None:
-        if job_ids:
-            self.r.rpush(self._k("batch", batch_id, "jobs"), *job_ids)
-
-    def batch_jobs(self, batch_id: str) -> list[str]:
-        return [j.decode() for j in self.r.lrange(self._k("batch", batch_id, "jobs"), 0, -1)]
-
     # single jobs
     def add_job(self, owner: str, job_id: str) -> None:
         pipe = self.r.pipeline()
@@ -285,18 +380,11 @@ class RedisStore:
         return [j.decode() for j in self.r.lrange(self._k("jobs", owner), 0, n - 1)]
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        key = self._k("lease", name)
-        if self.r.set(key, holder, nx=True, px=int(ttl_s * 1000)):
-            return True
-        if self.r.get(key) == holder.encode():
-            self.r.pexpire(key, int(ttl_s * 1000))
-            return True
-        return False
+        """Take the lease, or extend it if holder has it (atomically)."""
+        return bool(self._lease(keys=[self._k("lease", name)], args=[holder, int(ttl_s * 1000)]))
 
     def release_lease(self, name: str, holder: str) -> None:
-        key = self._k("lease", name)
-        if self.r.get(key) == holder.encode():
-            self.r.delete(key)
+        self._lease(keys=[self._k("lease", name)], args=[holder, 1])  # expires at once if still ours
 
     def set_flag(self, name: str) -> None:
         self.r.set(self._k("flag", name), 1, ex=self.job_ttl_s)

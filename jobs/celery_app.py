@@ -4,17 +4,21 @@ model and priority (llamaq.<model>.interactive / llamaq.<model>.batch).
 Start a worker either way:
     llamaq worker --model PATH [--parallel N] [--redis URL]
     LLAMAQ_MODEL=PATH LLAMAQ_REDIS_URL=URL celery -A jobs.celery_app worker
-(the second gets the threads pool, its width and its queues from jobs/worker.py's
+(the second gets the threads pool, its width and its queues from the
 signal handlers and the config below).
 """
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
-from .settings import Settings
+from celery import Celery, signals
 
-TASK_NAME = "llamaq.run_jobs"
+from . import tasks, worker
+from .settings import TASK_NAME, Settings, model_name_for, queue_name
+from .store import JobStore
+
+log = logging.getLogger("llamaq.worker")
 
 
 def make_app(settings: Settings) -> Celery:
@@ -36,6 +40,7 @@ def make_app(settings: Settings) -> Celery:
         task_default_queue="llamaq.default",
         task_create_missing_queues=True,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a Redis outage of any length: wait for it, never exit
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             # queues in the order the worker lists them: interactive before batch
@@ -46,11 +51,63 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    app.task(name=TASK_NAME, acks_late=True, ignore_result=True)(tasks.run_jobs)
     return app
 
 
 settings = Settings.from_env()
 app = make_app(settings)
 
-from . import tasks as _tasks  # noqa: E402,F401  registers llamaq.run_jobs on app
-from . import worker as _worker  # noqa: E402,F401  worker signal handlers
+
+
+# ---------------------------------------------------------------- worker signals
+
+
+@signals.celeryd_after_setup.connect
+def _select_queues(sender, instance, conf, **kwargs) -> None:
+    """Consume this model's queues, interactive first (listed first = polled first)."""
+    model = settings.model_name or model_name_for(settings.model)
+    queues = instance.app.amqp.queues
+    names = [queue_name(model, "interactive"), queue_name(model, "batch")]
+    explicit = queues._consume_from is not None  # -Q given: keep those too
+    for n in names:
+        queues.select_add(n) if explicit else queues.add(n)
+    if not explicit:
+        queues.select(names)
+
+
+@signals.worker_init.connect
+def _load_engine(sender, **kwargs) -> None:
+    """worker_process_init is not sent for the threads pool: load the engine here
+    (main process, before consuming)."""
+    from engine import Engine, EngineConfig
+
+    if "thread" not in str(sender.pool_cls).lower():
+        raise RuntimeError(f"llamaq workers need the threads pool (--pool threads), not {sender.pool_cls!r}: "
+                           "one engine per process is shared by all the jobs it holds")
+    s, app = settings, sender.app
+    cfg = EngineConfig(model_path=s.model, n_parallel=s.parallel, n_gpu_layers=s.n_gpu_layers)
+    if s.n_ctx:
+        cfg.n_ctx = s.n_ctx
+    log.info("loading %s (parallel %d, %d pool threads)", cfg.resolved_model_path(), s.parallel, s.pool_threads)
+    engine = Engine(cfg)
+    store = JobStore.from_url(s.redis_url, s)
+    worker.install(worker.WorkerRuntime(engine, store, s, s.model_name or engine.model_name,
+                                        publish=lambda ids, m, p: tasks.send_jobs(app, ids, m, p)))
+
+
+@signals.worker_ready.connect
+def _register(sender, **kwargs) -> None:
+    """Heartbeat from when the consumer takes messages: a registered worker is one
+    that serves (the API's health and a job's "no worker serves" detail rely on it)."""
+    if worker._runtime is not None:
+        worker._runtime.start()
+
+
+@signals.worker_shutdown.connect
+def _shutdown(sender, **kwargs) -> None:
+    rt = worker._runtime
+    if rt is not None:
+        rt.close()
+        rt.engine.close()
+        worker.install(None)

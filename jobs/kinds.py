@@ -304,10 +304,11 @@ class Pending:
         return self._build(results)
 
 
-def _submit_all(engine, requests: list[Request]) -> list:
+def _submit_all(engine, requests: list[Request], priority: int = 0) -> list:
     handles = []
     try:
         for r in requests:
+            r.priority = priority
             handles.append(engine.submit(r))
     except BaseException:
         for h in handles:
@@ -334,7 +335,7 @@ def _model(engine, body: dict) -> str:
     return engine.model_name
 
 
-def _start_chat(engine, body: dict, on_delta: OnDelta | None) -> Pending:
+def _start_chat(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
     prompt = engine.render_chat(body["messages"])
     req = Request(prompt, _params(body, engine.chat_stop), cache_prompt=body.get("cache_prompt", True))
     created, model = int(time.time()), _model(engine, body)
@@ -349,10 +350,10 @@ def _start_chat(engine, body: dict, on_delta: OnDelta | None) -> Pending:
             "usage": _usage(results),
         }
 
-    return Pending(_submit_all(engine, [req]), build, on_delta)
+    return Pending(_submit_all(engine, [req], priority), build, on_delta)
 
 
-def _start_completion(engine, body: dict, on_delta: OnDelta | None) -> Pending:
+def _start_completion(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
     prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
     reqs = [Request(p, _params(body), cache_prompt=body.get("cache_prompt", True)) for p in prompts]
     created, model, echo = int(time.time()), _model(engine, body), body.get("echo", False)
@@ -367,7 +368,7 @@ def _start_completion(engine, body: dict, on_delta: OnDelta | None) -> Pending:
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": created,
                 "model": model, "system_fingerprint": None, "choices": choices, "usage": _usage(results)}
 
-    return Pending(_submit_all(engine, reqs), build, on_delta)
+    return Pending(_submit_all(engine, reqs, priority), build, on_delta)
 
 
 def _start_embedding(engine, body: dict) -> Pending:
@@ -420,7 +421,7 @@ def _simple_prompt(engine, text: str, *, target_language: str, source_language: 
     return engine.render_chat([{"role": "user", "content": "\n".join(lines)}])
 
 
-def _start_translation(engine, body: dict, on_delta: OnDelta | None) -> Pending:
+def _start_translation(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
     inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
     helpers = _translation_helpers()
     build_prompt, clean, lang_name, budget_for = helpers or (
@@ -443,19 +444,20 @@ def _start_translation(engine, body: dict, on_delta: OnDelta | None) -> Pending:
                 "target_language": tgt, "source_language": body.get("source_language"),
                 "data": data, "usage": _usage(results)}
 
-    return Pending(_submit_all(engine, reqs), build, on_delta)
+    return Pending(_submit_all(engine, reqs, priority), build, on_delta)
 
 
-def start(engine, kind: str, body: dict, on_delta: OnDelta | None = None) -> Pending:
-    """Submit a validated job body to the engine; return without waiting."""
+def start(engine, kind: str, body: dict, on_delta: OnDelta | None = None, priority: int = 0) -> Pending:
+    """Submit a validated job body to the engine; return without waiting.
+    priority: the engine's (0 interactive, 1 batch; smaller starts first)."""
     if kind == "chat":
-        return _start_chat(engine, body, on_delta)
+        return _start_chat(engine, body, on_delta, priority)
     if kind == "completion":
-        return _start_completion(engine, body, on_delta)
+        return _start_completion(engine, body, on_delta, priority)
     if kind == "embedding":
         return _start_embedding(engine, body)
     if kind == "translation":
-        return _start_translation(engine, body, on_delta)
+        return _start_translation(engine, body, on_delta, priority)
     raise JobValidationError(f"unknown job kind {kind!r}", "kind")
 
 

@@ -16,6 +16,13 @@ from .errors import JobNotFound, ModelNotFound, error_dict, is_client_error
 from .record import PRIORITIES, TERMINAL, JobRecord, new_job_id
 
 
+class _Failed(Exception):
+    """A job failed at submission with a given error (a bad batch line)."""
+
+    def __init__(self, error: dict):
+        self.error = error
+
+
 class _Stream:
     """Deltas of one streaming job, kept until the record expires."""
 
@@ -72,18 +79,31 @@ class LocalBackend:
         return copy.copy(rec)
 
     def submit_many(self, items: list[tuple[str, dict]], *, priority: str = "batch",
-                    batch_id: str | None = None) -> list[str]:
+                    batch_id: str | None = None, ids: list[str] | None = None,
+                    custom_ids: list[str | None] | None = None, errors: dict[int, dict] | None = None) -> list[str]:
         """Queue many jobs; a bad item becomes a failed job (its error says why),
-        so every item gets an id in order."""
-        ids = []
-        for kind, body in items:
+        so every item gets an id in order. ids: given ids (one that exists is left
+        as it is); errors: item index -> error dict, failed at once."""
+        out = []
+        for i, (kind, body) in enumerate(items):
+            jid, cid = ids[i] if ids else new_job_id(), custom_ids[i] if custom_ids else None
+            with self._lock:
+                exists = jid in self._records
+            if exists:
+                out.append(jid)
+                continue
             try:
+                if errors and i in errors:
+                    raise _Failed(errors[i])
                 body = kinds.validate(kind, body)
                 model = resolve_local_model(body.get("model"), self.engine.model_name)
-                ids.append(self._add(kind, model, body, priority, batch_id, False).id)
+                out.append(self._add(kind, model, body, priority, batch_id, False, jid, cid).id)
             except Exception as e:
-                ids.append(self._add_failed(kind, body, priority, batch_id, e).id)
-        return ids
+                out.append(self._add_failed(kind, priority, batch_id, e, jid, cid).id)
+        return out
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        return [self.get(j) for j in job_ids]
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:
@@ -171,11 +191,11 @@ class LocalBackend:
             self._queue.put((99, 0, None))
 
     # ------------------------------------------------------------ internals
-    def _add(self, kind, model, body, priority, batch_id, stream) -> JobRecord:
+    def _add(self, kind, model, body, priority, batch_id, stream, jid=None, custom_id=None) -> JobRecord:
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}")
-        rec = JobRecord(id=new_job_id(), kind=kind, model=model, created_at=time.time(),
-                        priority=priority, batch_id=batch_id)
+        rec = JobRecord(id=jid or new_job_id(), kind=kind, model=model, created_at=time.time(),
+                        priority=priority, batch_id=batch_id, custom_id=custom_id)
         with self._lock:
             self._prune_locked()
             self._records[rec.id] = rec
@@ -187,14 +207,14 @@ class LocalBackend:
         self._queue.put((PRIORITIES.index(priority), next(self._seq), rec.id))
         return rec
 
-    def _add_failed(self, kind, body, priority, batch_id, exc) -> JobRecord:
-        rec = JobRecord(id=new_job_id(), kind=kind, model=None, created_at=time.time(),
-                        priority=priority, batch_id=batch_id)
+    def _add_failed(self, kind, priority, batch_id, exc, jid=None, custom_id=None) -> JobRecord:
+        rec = JobRecord(id=jid or new_job_id(), kind=kind, model=None, created_at=time.time(),
+                        priority=priority, batch_id=batch_id, custom_id=custom_id)
         with self._changed:
             self._records[rec.id] = rec
             if batch_id:
                 self._batches.setdefault(batch_id, []).append(rec.id)
-            self._finish_locked(rec, "failed", error=error_dict(exc))
+            self._finish_locked(rec, "failed", error=exc.error if isinstance(exc, _Failed) else error_dict(exc))
         return rec
 
     def _prune_locked(self) -> None:
@@ -204,6 +224,8 @@ class LocalBackend:
         for jid in [j for j, r in self._records.items() if r.finished_at and r.finished_at < cutoff]:
             del self._records[jid]
             self._streams.pop(jid, None)
+        for bid in [b for b, ids in self._batches.items() if not any(j in self._records for j in ids)]:
+            del self._batches[bid]
 
     def _finish_locked(self, rec: JobRecord, status: str, result=None, error=None) -> None:
         rec.status, rec.result, rec.error, rec.finished_at = status, result, error, time.time()
@@ -234,7 +256,8 @@ class LocalBackend:
         on_delta = (lambda d, i: stream.push({"delta": d, "index": i})) if stream else None
         status, result, error = "succeeded", None, None
         try:
-            pending = kinds.start(self.engine, rec.kind, body, on_delta)
+            pending = kinds.start(self.engine, rec.kind, body, on_delta,
+                                  priority=PRIORITIES.index(rec.priority))
             with self._lock:
                 self._running[job_id] = pending
                 cancel_now = job_id in self._cancel

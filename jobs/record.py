@@ -36,6 +36,7 @@ class JobRecord:
     error: dict | None = None  # OpenAI error dict {"message", "type", "param", "code"}
     priority: str = "interactive"
     batch_id: str | None = None
+    custom_id: str | None = None  # a batch line's custom_id
     # Why a queued job is not moving, e.g. "no worker serves model 'x'"; None otherwise.
     detail: str | None = None
 

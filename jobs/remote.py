@@ -136,34 +136,45 @@ class RedisBackend:
                          detail=self._detail(job.model))
 
     def submit_many(self, items: list[tuple[str, dict]], *, priority: str = "batch",
-                    batch_id: str | None = None, jobs_per_message: int | None = None) -> list[str]:
+                    batch_id: str | None = None, jobs_per_message: int | None = None,
+                    ids: list[str] | None = None, custom_ids: list[str | None] | None = None,
+                    errors: dict[int, dict] | None = None) -> list[str]:
         """Queue many jobs at once; returns their ids in order. A bad body becomes
         a job that failed at once (its error says why): every item gets an id.
+        ids: given ids (a job that exists is left as it is, so a repeated call
+        queues nothing twice); errors: item index -> error dict, failed at once.
         jobs_per_message: None sizes messages from the live workers' sequences."""
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {PRIORITIES}")
+        errors = errors or {}
         jobs, failed = [], {}
-        for kind, body in items:
-            jid = new_job_id()
+        for i, (kind, body) in enumerate(items):
+            jid = ids[i] if ids else new_job_id()
+            cid = custom_ids[i] if custom_ids else None
             try:
-                body = kinds.validate(kind, body)
-                model = self._resolve_model(body)
+                if i in errors:
+                    failed[jid] = errors[i]
+                else:
+                    body = kinds.validate(kind, body)
+                    model = self._resolve_model(body)
             except Exception as e:
                 failed[jid] = error_dict(e)
-                jobs.append(NewJob(jid, kind if isinstance(kind, str) else "", "", {}, priority, batch_id))
+            if jid in failed:
+                jobs.append(NewJob(jid, kind if isinstance(kind, str) else "", "", {}, priority, batch_id,
+                                   custom_id=cid))
                 continue
-            jobs.append(NewJob(jid, kind, model, body, priority, batch_id))
-        self.store.create_many(jobs, failed)
+            jobs.append(NewJob(jid, kind, model, body, priority, batch_id, custom_id=cid))
+        to_send = set(self.store.create_many(jobs, failed))
         by_model: dict[str, list[str]] = {}
         for j in jobs:
-            if j.id not in failed:
+            if j.id in to_send:
                 by_model.setdefault(j.model, []).append(j.id)
         with self.celery.producer_or_acquire() as producer:
-            for model, ids in by_model.items():
+            for model, mids in by_model.items():
                 size = jobs_per_message or max(
-                    1, min(MAX_JOBS_PER_MESSAGE, math.ceil(len(ids) / (2 * self._slots(model)))))
-                for i in range(0, len(ids), size):
-                    send_jobs(self.celery, ids[i : i + size], model, priority, producer=producer)
+                    1, min(MAX_JOBS_PER_MESSAGE, math.ceil(len(mids) / (2 * self._slots(model)))))
+                for i in range(0, len(mids), size):
+                    send_jobs(self.celery, mids[i : i + size], model, priority, producer=producer)
         return [j.id for j in jobs]
 
     # ------------------------------------------------------------ reading

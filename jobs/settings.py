@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+TASK_NAME = "llamaq.run_jobs"  # the one Celery task: run a list of jobs (jobs/tasks.py)
+
 
 def _env(name: str, default, cast):
     raw = os.environ.get(name)
@@ -24,6 +26,12 @@ class Settings:
     max_attempts: int = 3  # a job is failed after this many runs that died or errored
     heartbeat_ttl: float = 15.0  # a worker silent this long is dead (s)
     restore_interval: int = 10  # how often a worker looks for expired unacked messages (s)
+    # The reconciler (jobs/reconcile.py): how often some worker sweeps the unfinished
+    # jobs, and how long a job must sit unchanged before a sweep looks at it (s).
+    sweep_interval: float = 10.0
+    resend_grace: float = 30.0
+    redis_retry_s: float = 60.0  # a worker retries a Redis write this long before leaving it to a sweep
+    batch_engine_priority: int = 1  # engine priority of batch jobs (interactive: 0; 0 here is FIFO)
     model: str | None = None  # worker: model path (None: the default model)
     model_name: str | None = None  # worker: name it serves under (None: file stem)
     parallel: int = 16  # worker: engine sequences
@@ -43,6 +51,10 @@ class Settings:
             max_attempts=_env("LLAMAQ_MAX_ATTEMPTS", d.max_attempts, int),
             heartbeat_ttl=_env("LLAMAQ_HEARTBEAT_TTL", d.heartbeat_ttl, float),
             restore_interval=_env("LLAMAQ_RESTORE_INTERVAL", d.restore_interval, int),
+            sweep_interval=_env("LLAMAQ_SWEEP_INTERVAL", d.sweep_interval, float),
+            resend_grace=_env("LLAMAQ_RESEND_GRACE", d.resend_grace, float),
+            redis_retry_s=_env("LLAMAQ_REDIS_RETRY_S", d.redis_retry_s, float),
+            batch_engine_priority=_env("LLAMAQ_BATCH_ENGINE_PRIORITY", d.batch_engine_priority, int),
             model=_env("LLAMAQ_MODEL", None, str),
             model_name=_env("LLAMAQ_MODEL_NAME", None, str),
             parallel=_env("LLAMAQ_PARALLEL", d.parallel, int),

@@ -15,6 +15,9 @@ Keys (prefix "llamaq"):
     llamaq:stream:{id}       stream: token deltas, then an "end" entry
     llamaq:done              pub/sub channel: ids of jobs that just finished
     llamaq:workers           set of worker names; llamaq:worker:{name} their heartbeat
+    llamaq:held:{name}       set: the jobs that worker holds now (rewritten each heartbeat)
+    llamaq:open              sorted set: every unfinished job, scored by when it was last sent
+                             or changed (the reconciler's index, jobs/reconcile.py)
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ local function move(id, from, to, now, ttl)
   end
   if to == 'queued' then
     redis.call('HINCRBY', P .. ':stats', 'retried', 1)
+    redis.call('ZADD', P .. ':open', now, id)
     return
   end
+  redis.call('ZREM', P .. ':open', id)
   redis.call('HINCRBY', P .. ':stats', to, 1)
   redis.call('HSET', k, 'finished_at', now)
   redis.call('SREM', P .. ':cancel', id)
@@ -77,8 +82,24 @@ local function move(id, from, to, now, ttl)
 end
 """
 
+_LOST = """
+local function fail_lost(id, st, attempts, now, ttl)
+  local err = cjson.encode({message = 'the job was running on a worker that died or lost it, ' .. attempts ..
+    ' time(s); giving up', type = 'server_error', param = cjson.null, code = 'worker_lost'})
+  redis.call('HSET', jkey(id), 'error', err)
+  move(id, st, 'failed', now, ttl)
+end
+local function fail_stream(id, st, now, ttl)
+  local err = cjson.encode({message = 'the worker streaming this job died after sending part of the ' ..
+    'output; it is not run again, which would send that part twice', type = 'server_error',
+    param = cjson.null, code = 'stream_interrupted'})
+  redis.call('HSET', jkey(id), 'error', err)
+  move(id, st, 'failed', now, ttl)
+end
+"""
+
 # ARGV: prefix, id, worker, now, max_attempts, ttl, takeover
-_CLAIM = _PRELUDE + """
+_CLAIM = _PRELUDE + _LOST + """
 local id, me, now, maxa, ttl = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local k = jkey(id)
 local st = redis.call('HGET', k, 'status')
@@ -99,12 +120,15 @@ if st == 'running' then
   end
   -- its worker died mid-run (or left it): run it again, unless it has used its attempts
   if attempts >= maxa then
-    local err = cjson.encode({message = 'the job was running on a worker that died, ' .. attempts ..
-      ' time(s); giving up', type = 'server_error', param = cjson.null, code = 'worker_lost'})
-    redis.call('HSET', k, 'error', err)
-    move(id, st, 'failed', now, ttl)
+    fail_lost(id, st, attempts, now, ttl)
     return {'failed'}
   end
+end
+if attempts > 0 and redis.call('HGET', k, 'stream') == '1' and
+   redis.call('XLEN', P .. ':stream:' .. id) > 0 then
+  -- the client has part of an earlier attempt's text: a rerun would send it again
+  fail_stream(id, st, now, ttl)
+  return {'failed'}
 end
 redis.call('HSET', k, 'worker', me, 'started_at', now)
 attempts = redis.call('HINCRBY', k, 'attempts', 1)
@@ -118,13 +142,39 @@ _FINISH = _PRELUDE + """
 local id, me, to = ARGV[2], ARGV[3], ARGV[4]
 local k = jkey(id)
 local st = redis.call('HGET', k, 'status')
-if st ~= 'running' or redis.call('HGET', k, 'worker') ~= me then
+local owner = redis.call('HGET', k, 'worker') or ''
+-- queued and nobody's: its claim was lost (a Redis rollback) or the reconciler
+-- put it back while it ran here; nobody else runs it, so this result counts
+if not ((st == 'running' and owner == me) or (st == 'queued' and (owner == '' or owner == me))) then
   redis.call('HINCRBY', P .. ':stats', 'stale_results', 1)
   return 0
 end
-redis.call('HSET', k, 'result', ARGV[5], 'error', ARGV[6], 'progress', ARGV[7])
-move(id, 'running', to, ARGV[8], tonumber(ARGV[9]))
+redis.call('HSET', k, 'result', ARGV[5], 'error', ARGV[6], 'progress', ARGV[7], 'worker', me)
+move(id, st, to, ARGV[8], tonumber(ARGV[9]))
 return 1
+"""
+
+# ARGV: prefix, id, owner, started_at, now, max_attempts, ttl.  The reconciler: a job
+# running on a worker that died or no longer holds it goes back to queued (or
+# fails after max attempts), unless it changed since the reconciler looked.
+_RECOVER = _PRELUDE + _LOST + """
+local id, owner, started = ARGV[2], ARGV[3], ARGV[4]
+local now, maxa, ttl = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local k = jkey(id)
+local f = redis.call('HMGET', k, 'status', 'worker', 'started_at', 'attempts', 'stream')
+if f[1] ~= 'running' or (f[2] or '') ~= owner or (f[3] or '') ~= started then return 'changed' end
+local attempts = tonumber(f[4]) or 0
+if attempts >= maxa then
+  fail_lost(id, 'running', attempts, now, ttl)
+  return 'failed'
+end
+if f[5] == '1' and redis.call('XLEN', P .. ':stream:' .. id) > 0 then
+  fail_stream(id, 'running', now, ttl)
+  return 'failed'
+end
+redis.call('HSET', k, 'worker', '')
+move(id, 'running', 'queued', now, ttl)
+return 'queued'
 """
 
 # ARGV: prefix, id, worker, error, now
@@ -155,22 +205,49 @@ end
 return ''
 """
 
-# ARGV: prefix, now, ttl, JSON [[id, kind, model, priority, batch_id, body, stream, error], ...]
+# ARGV: prefix, now, ttl, JSON [[id, kind, model, priority, batch_id, body, stream, error, custom_id], ...]
+# Idempotent: an id that exists is left alone (a batch's submission can be
+# repeated after its runner died). Returns the ids that are queued, to be sent.
 _CREATE = """
 local P, now, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local queued, n, nfailed = {}, 0, 0
 for _, j in ipairs(cjson.decode(ARGV[4])) do
   local k = P .. ':job:' .. j[1]
-  local failed = j[8] ~= ''
-  redis.call('HSET', k, 'id', j[1], 'kind', j[2], 'model', j[3], 'status', failed and 'failed' or 'queued',
-             'created_at', now, 'attempts', 0, 'priority', j[4], 'batch_id', j[5], 'body', j[6], 'stream', j[7])
-  if failed then
-    redis.call('HSET', k, 'error', j[8], 'finished_at', now)
-    if ttl > 0 then redis.call('EXPIRE', k, ttl) end
+  local st = redis.call('HGET', k, 'status')
+  if st then
+    if st == 'queued' then queued[#queued + 1] = j[1] end
+  else
+    local failed = j[8] ~= ''
+    st = failed and 'failed' or 'queued'
+    redis.call('HSET', k, 'id', j[1], 'kind', j[2], 'model', j[3], 'status', st, 'created_at', now,
+               'attempts', 0, 'priority', j[4], 'batch_id', j[5], 'body', j[6], 'stream', j[7],
+               'custom_id', j[9])
+    redis.call('HINCRBY', P .. ':model:' .. j[3], st, 1)
+    if j[5] ~= '' then
+      local bk = P .. ':batch:' .. j[5]
+      redis.call('HINCRBY', bk, 'total', 1)
+      redis.call('HINCRBY', bk, st, 1)
+      redis.call('PERSIST', bk)
+      redis.call('RPUSH', bk .. ':jobs', j[1])
+      redis.call('PERSIST', bk .. ':jobs')
+    end
+    n = n + 1
+    if failed then
+      nfailed = nfailed + 1
+      redis.call('HSET', k, 'error', j[8], 'finished_at', now)
+      if ttl > 0 then redis.call('EXPIRE', k, ttl) end
+    else
+      redis.call('ZADD', P .. ':open', now, j[1])
+      queued[#queued + 1] = j[1]
+    end
   end
 end
-return 1
+redis.call('HINCRBY', P .. ':stats', 'submitted', n)
+if nfailed > 0 then redis.call('HINCRBY', P .. ':stats', 'failed', nfailed) end
+return queued
 """
-CREATE_CHUNK = 1000  # jobs per script call: keeps each call to a few ms of Redis time
+CREATE_CHUNK = 1000
+STREAM_MAXLEN = 20_000  # deltas kept per streaming job  # jobs per script call: keeps each call to a few ms of Redis time
 
 _FLOATS = ("created_at", "started_at", "finished_at")
 _JSONS = ("progress", "result", "error")
@@ -185,6 +262,7 @@ class NewJob:
     priority: str = "batch"
     batch_id: str | None = None
     stream: bool = False
+    custom_id: str | None = None  # a batch line's custom_id, kept beside its result
 
 
 @dataclass
@@ -218,6 +296,8 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
         self._cancel = client.register_script(_CANCEL)
+        self._recover = client.register_script(_RECOVER)
+        self.open_key = f"{p}:open"
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> "JobStore":
@@ -241,44 +321,25 @@ class JobStore:
 
     # -- records --
     def create_many(self, jobs: list[NewJob], failed: dict[str, dict] | None = None,
-                    now: float | None = None) -> None:
-        """Write the records (and batch counters) in one round trip: queued, or
-        failed at once for the ids in `failed` (id -> error dict: a bad body).
-        The records go to Redis as one JSON array per chunk, unpacked by a Lua
-        script: packing ten fields per job in redis-py was the bulk-submit cost."""
+                    now: float | None = None) -> list[str]:
+        """Write the records (and batch counters): queued, or failed at once for
+        the ids in `failed` (id -> error dict: a bad body). An id that exists is
+        left as it is. Returns the ids now queued (to send). The records go to
+        Redis as one JSON array per chunk, unpacked by a Lua script: packing ten
+        fields per job in redis-py was the bulk-submit cost."""
         now = time.time() if now is None else now
         failed = failed or {}
-        pipe = self.r.pipeline(transaction=False)
-        per_batch: dict[str, list[str]] = {}
-        counts: dict[tuple[str, str], int] = {}  # (batch id or model key, status) -> n
         rows = []
         for j in jobs:
             err = failed.get(j.id)
-            status = "failed" if err is not None else "queued"
             rows.append([j.id, j.kind, j.model, j.priority, j.batch_id or "",
                          "" if err is not None else _dumps(j.body), "1" if j.stream else "0",
-                         "" if err is None else _dumps(err)])
-            mk = self.model_key(j.model)
-            counts[(mk, status)] = counts.get((mk, status), 0) + 1
-            if j.batch_id:
-                per_batch.setdefault(j.batch_id, []).append(j.id)
-                bk = self.batch_key(j.batch_id)
-                counts[(bk, status)] = counts.get((bk, status), 0) + 1
+                         "" if err is None else _dumps(err), j.custom_id or ""])
+        pipe = self.r.pipeline(transaction=False)
         for i in range(0, len(rows), CREATE_CHUNK):
             self._create(args=[self.p, now, self.s.result_ttl, orjson.dumps(rows[i : i + CREATE_CHUNK])],
                          client=pipe)
-        for bid, ids in per_batch.items():
-            bk = self.batch_key(bid)
-            pipe.hincrby(bk, "total", len(ids))
-            pipe.persist(bk)
-            pipe.rpush(bk + ":jobs", *ids)
-            pipe.persist(bk + ":jobs")
-        for (key, status), n in counts.items():
-            pipe.hincrby(key, status, n)
-        pipe.hincrby(self.stats_key, "submitted", len(jobs))
-        if failed:
-            pipe.hincrby(self.stats_key, "failed", len(failed))
-        pipe.execute()
+        return [jid for part in pipe.execute() for jid in part]
 
     def get(self, job_id: str) -> JobRecord | None:
         return self._parse(self.r.hgetall(self.job_key(job_id)))
@@ -325,6 +386,31 @@ class JobStore:
         (someone else finished it, or took it over): the result is dropped."""
         return bool(self._finish(args=[self.p, job_id, worker, status, _dumps(result), _dumps(error),
                                        _dumps(progress), time.time(), self.s.result_ttl]))
+
+    def recover(self, job_id: str, owner: str, started_at: str) -> str:
+        """A running job whose worker died or lost it: 'queued' (send it again),
+        'failed' (out of attempts) or 'changed' (it moved on since it was read)."""
+        return self._recover(args=[self.p, job_id, owner, started_at, time.time(), self.s.max_attempts,
+                                   self.s.result_ttl])
+
+    def open_jobs(self, before: float, count: int = 10_000) -> list[str]:
+        """Unfinished jobs not sent or changed since `before` (oldest first)."""
+        return self.r.zrangebyscore(self.open_key, "-inf", before, start=0, num=count)
+
+    def open_fields(self, job_ids: list[str]) -> list[list]:
+        pipe = self.r.pipeline(transaction=False)
+        for jid in job_ids:
+            pipe.hmget(self.job_key(jid), "status", "worker", "started_at", "model", "priority")
+        return pipe.execute()
+
+    def mark_sent(self, job_ids: list[str]) -> None:
+        if job_ids:
+            now = time.time()
+            self.r.zadd(self.open_key, {j: now for j in job_ids}, xx=True)
+
+    def forget_open(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.r.zrem(self.open_key, *job_ids)
 
     def requeue(self, job_id: str, worker: str, error: dict) -> bool:
         """Put a job that failed (retryably) back to queued; the caller re-sends its message."""
@@ -378,21 +464,44 @@ class JobStore:
 
     # -- streams --
     def add_delta(self, job_id: str, text: str, index: int = 0) -> None:
-        self.r.xadd(self.stream_key(job_id), {"d": text, "i": index})
+        # capped: a reader that fell this far behind gets the final record anyway
+        self.r.xadd(self.stream_key(job_id), {"d": text, "i": index}, maxlen=STREAM_MAXLEN, approximate=True)
 
     def read_stream(self, job_id: str, last_id: str, block_ms: int) -> list[tuple[str, dict]]:
         out = self.r.xread({self.stream_key(job_id): last_id}, block=block_ms, count=256)
         return out[0][1] if out else []
 
     # -- workers --
-    def heartbeat(self, name: str, info: dict) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.worker_key(name), _dumps(info), px=int(self.s.heartbeat_ttl * 1000))
+    def held_key(self, name: str) -> str:
+        return f"{self.p}:held:{name}"
+
+    def heartbeat(self, name: str, info: dict, held: Iterable[str] = (), held_at: float | None = None) -> None:
+        """The worker's info, and the jobs it held at held_at (all at once: the
+        reconciler reads "not in the set" as "not held")."""
+        ttl = int(self.s.heartbeat_ttl * 1000)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.worker_key(name), _dumps({**info, "held_at": held_at or time.time()}), px=ttl)
         pipe.sadd(self.workers_key, name)
+        hk = self.held_key(name)
+        pipe.delete(hk)
+        held = list(held)
+        if held:
+            pipe.sadd(hk, *held)
+            pipe.pexpire(hk, ttl)
         pipe.execute()
 
+    def holdings(self, names: list[str]) -> dict[str, tuple[float, set[str]]]:
+        """name -> (held_at, job ids) for each of those workers that is alive."""
+        pipe = self.r.pipeline(transaction=False)
+        for n in names:
+            pipe.get(self.worker_key(n))
+            pipe.smembers(self.held_key(n))
+        out = pipe.execute()
+        return {n: (float(orjson.loads(info).get("held_at", 0)), held)
+                for n, info, held in zip(names, out[::2], out[1::2]) if info is not None}
+
     def unregister(self, name: str) -> None:
-        self.r.delete(self.worker_key(name))
+        self.r.delete(self.worker_key(name), self.held_key(name))
         self.r.srem(self.workers_key, name)
 
     def live_workers(self) -> list[dict]:

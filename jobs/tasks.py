@@ -1,17 +1,15 @@
 """The one task type: run a list of jobs (one id for a single submission,
 many for a bulk one). Per-job state lives in the job records, so a message
-delivered twice runs nothing twice."""
+delivered twice runs nothing twice. Registered on an app by make_app
+(jobs/celery_app.py); this module imports no Celery app."""
 
 from __future__ import annotations
 
-from .celery_app import TASK_NAME, app
-from .settings import queue_name
+from .settings import TASK_NAME, queue_name
+from .worker import runtime
 
 
-@app.task(name=TASK_NAME, acks_late=True, ignore_result=True)
 def run_jobs(job_ids: list[str]) -> None:
-    from .worker import runtime
-
     runtime().run_message(job_ids)
 
 

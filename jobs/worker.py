@@ -3,13 +3,13 @@
 Celery's threads pool runs each message (a list of job ids) in a thread; the
 thread claims each job in its record, submits it to the in-process engine and
 waits on the handles, so every job the worker holds decodes in one batch.
+Batch jobs go to the engine with priority 1, interactive ones with 0: the
+engine admits waiting requests in (priority, arrival) order.
 
-worker_process_init is not sent for the threads pool, so the engine is loaded
-on worker_init (main process, before consuming); the worker registers once its
-consumer is ready (worker_ready). Two background threads: a
-heartbeat (the worker's models, in Redis with a TTL; a job owned by a worker
-whose heartbeat lapsed is run again elsewhere) and a cancel watcher (polls the
-cancel set for the jobs running here and cancels their engine handles).
+Three background threads: a heartbeat (the worker's models and the jobs it
+holds, in Redis with a TTL), a cancel watcher (polls the cancel set for the
+jobs running here and cancels their engine handles) and the reconciler's sweep
+(jobs/reconcile.py). The Celery wiring is in jobs/celery_app.py.
 """
 
 from __future__ import annotations
@@ -20,20 +20,19 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
-from celery import signals
 
 from . import kinds
 from .errors import error_dict, is_client_error
-from .settings import Settings, model_name_for, queue_name
+from .reconcile import Reconciler
+from .settings import Settings
 from .store import Claim, JobStore
 
 log = logging.getLogger("llamaq.worker")
 
 CANCEL_POLL_S = 0.05
-BUSY_POLL_S = 0.5
 
 
 @dataclass
@@ -41,18 +40,19 @@ class _Run:
     job_id: str
     claim: Claim
     pending: kinds.Pending | None = None
-    done: threading.Event = field(default_factory=threading.Event)
 
 
-def _retry_redis(fn, *args, tries: int = 60, **kwargs):
-    """Redis calls whose loss would lose a result: retry through a restart (~1 min)."""
-    for i in range(tries):
+def _retry_redis(fn, *args, window_s: float = 60.0, **kwargs):
+    """Redis calls whose loss would cost a rerun: retry through a restart. Past
+    window_s the error propagates; the reconciler then sends the job again."""
+    deadline = time.monotonic() + window_s
+    while True:
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-            if i == tries - 1:
+            if time.monotonic() >= deadline:
                 raise
-            time.sleep(1.0)
+            time.sleep(min(1.0, max(0.05, window_s / 20)))
 
 
 class WorkerRuntime:
@@ -66,10 +66,12 @@ class WorkerRuntime:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
         self.started_at = time.time()
         self._local: dict[str, _Run] = {}
+        self._claiming: set[str] = set()  # being claimed: counted as held (see _beat)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._heartbeat_loop, name="llamaq-heartbeat", daemon=True),
-                         threading.Thread(target=self._cancel_loop, name="llamaq-cancel", daemon=True)]
+        self.reconciler = Reconciler(store, publish, self.name) if publish is not None else None
+        loops = [self._heartbeat_loop, self._cancel_loop] + ([self._sweep_loop] if self.reconciler else [])
+        self._threads = [threading.Thread(target=f, name=f"llamaq{f.__name__[:-5]}", daemon=True) for f in loops]
 
     def start(self) -> None:
         self._beat()
@@ -87,32 +89,38 @@ class WorkerRuntime:
         except redis.RedisError:
             pass
 
+    def _retry(self, fn, *args, **kwargs):
+        return _retry_redis(fn, *args, window_s=self.settings.redis_retry_s, **kwargs)
+
     # ------------------------------------------------------------ one message
     def run_message(self, job_ids: list[str]) -> None:
-        """Run every job in one message. Returns when each is finished (here or,
-        for a job another live worker holds, there)."""
-        runs, waits, busy = [], [], []
-        for jid in job_ids:
-            claim = _retry_redis(self.store.claim, jid, self.name)
-            if claim.state == "mine":
-                with self._lock:
-                    existing = self._local.get(jid)
-                if existing is not None:  # a redelivery of a job running here: wait for that run
-                    waits.append(existing)
-                    continue
-                claim = _retry_redis(self.store.claim, jid, self.name, takeover=True)
-            if claim.state == "busy":
-                busy.append(jid)
-            elif claim.state == "claimed":
-                run = self._start(jid, claim)
+        """Run the jobs of one message that nobody else runs, and record their
+        results. A job another live worker holds, or this one already runs, is
+        left to that run: the reconciler re-sends it if that run is lost. Each
+        started job is settled even if claiming the rest failed (Redis gone)."""
+        runs = []
+        try:
+            for jid in job_ids:
+                run = self._claim(jid)
                 if run is not None:
                     runs.append(run)
-        for run in runs:
-            self._wait(run)
-        for run in waits:
-            run.done.wait()
-        for jid in busy:
-            self._wait_busy(jid)
+        finally:
+            for run in runs:
+                self._wait(run)
+
+    def _claim(self, jid: str) -> _Run | None:
+        with self._lock:
+            if jid in self._local:  # a redelivery of a job running here
+                return None
+            self._claiming.add(jid)
+        try:
+            claim = self._retry(self.store.claim, jid, self.name)
+            if claim.state == "mine":  # the record says here, but no run here has it: run it again
+                claim = self._retry(self.store.claim, jid, self.name, takeover=True)
+            return self._start(jid, claim) if claim.state == "claimed" else None
+        finally:
+            with self._lock:
+                self._claiming.discard(jid)
 
     def _start(self, jid: str, claim: Claim) -> _Run | None:
         run = _Run(jid, claim)
@@ -120,46 +128,44 @@ class WorkerRuntime:
         with self._lock:
             self._local[jid] = run
         try:
-            run.pending = kinds.start(self.engine, claim.kind, claim.body, on_delta)
+            run.pending = kinds.start(self.engine, claim.kind, claim.body, on_delta,
+                                      priority=0 if claim.priority == "interactive"
+                                      else self.settings.batch_engine_priority)
         except Exception as e:
             self._settle_error(run, e)
             return None
         return run
 
     def _wait(self, run: _Run) -> None:
+        """Record the outcome; never raises: a result that cannot be recorded
+        (Redis gone past the retry window) is dropped and the job run again."""
         try:
-            body = run.pending.result()
-        except Exception as e:
-            self._settle_error(run, e)
-            return
-        status = "cancelled" if run.pending.cancelled else "succeeded"
-        progress = {"completion_tokens": body.get("usage", {}).get("completion_tokens", 0)}
-        self._finish(run, status, result=body, progress=progress)
-
-    def _wait_busy(self, jid: str) -> None:
-        """A redelivered job that a live worker is running: wait until it ends or
-        that worker dies (then run it here). Acknowledging it earlier could lose it."""
-        while not self._stop.is_set():
-            claim = _retry_redis(self.store.claim, jid, self.name)
-            if claim.state == "claimed":
-                run = self._start(jid, claim)
-                if run is not None:
-                    self._wait(run)
+            try:
+                body = run.pending.result()
+            except Exception as e:
+                self._settle_error(run, e)
                 return
-            if claim.state != "busy":
-                return
-            time.sleep(BUSY_POLL_S)
+            status = "cancelled" if run.pending.cancelled else "succeeded"
+            progress = {"completion_tokens": body.get("usage", {}).get("completion_tokens", 0)}
+            self._finish(run, status, result=body, progress=progress)
+        except redis.RedisError as e:
+            log.error("job %s: its outcome could not be recorded (%s); the reconciler runs it again", run.job_id, e)
+        finally:
+            self._forget(run)
 
     def _settle_error(self, run: _Run, exc: BaseException) -> None:
-        from engine.errors import EngineDead, QueueFull
+        from engine.errors import EngineDead
 
         err = error_dict(exc)
-        retry = not is_client_error(exc) and (
-            isinstance(exc, (QueueFull, EngineDead)) or run.claim.attempts < self.settings.max_attempts)
+        # every retry counts as an attempt (QueueFull included): a job cannot bounce forever
+        retry = not is_client_error(exc) and run.claim.attempts < self.settings.max_attempts
         if retry and self.publish is not None:
             log.warning("job %s failed (attempt %d), queued again: %s", run.job_id, run.claim.attempts, exc)
-            if _retry_redis(self.store.requeue, run.job_id, self.name, err):
-                self.publish([run.job_id], run.claim.model, run.claim.priority)
+            try:
+                if self._retry(self.store.requeue, run.job_id, self.name, err):
+                    self.publish([run.job_id], run.claim.model, run.claim.priority)
+            except Exception as e:  # the reconciler re-sends it
+                log.error("job %s: could not re-send it now (%s)", run.job_id, e)
             self._forget(run)
         else:
             if not is_client_error(exc):
@@ -170,15 +176,16 @@ class WorkerRuntime:
             os.kill(os.getpid(), signal.SIGTERM)
 
     def _finish(self, run: _Run, status: str, result=None, error=None, progress=None) -> None:
-        if not _retry_redis(self.store.finish, run.job_id, self.name, status, result, error, progress):
-            log.info("job %s: result not recorded (finished or taken over elsewhere)", run.job_id)
-        self._forget(run)
+        try:
+            if not self._retry(self.store.finish, run.job_id, self.name, status, result, error, progress):
+                log.info("job %s: result not recorded (finished or taken over elsewhere)", run.job_id)
+        finally:
+            self._forget(run)
 
     def _forget(self, run: _Run) -> None:
         with self._lock:
             if self._local.get(run.job_id) is run:
                 del self._local[run.job_id]
-        run.done.set()
 
     def _stream_to(self, jid: str):
         def on_delta(text: str, index: int) -> None:
@@ -198,7 +205,19 @@ class WorkerRuntime:
                 "engine_alive": bool(getattr(self.engine, "alive", True)), "engine": vars(stats)}
 
     def _beat(self) -> None:
-        self.store.heartbeat(self.name, self.info())
+        held_at = time.time()
+        with self._lock:
+            held = list(self._local) + list(self._claiming)
+        self.store.heartbeat(self.name, self.info(), held, held_at)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.sweep_interval):
+            try:
+                self.reconciler.sweep()
+            except redis.RedisError as e:
+                log.warning("reconciler sweep: %s", e)
+            except Exception:
+                log.exception("reconciler sweep")
 
     def _heartbeat_loop(self) -> None:
         period = max(0.2, self.settings.heartbeat_ttl / 3)
@@ -228,7 +247,7 @@ class WorkerRuntime:
                     run.pending.cancel()
 
 
-# ---------------------------------------------------------------- Celery wiring
+# ---------------------------------------------------------------- the process's runtime
 
 _runtime: WorkerRuntime | None = None
 
@@ -239,61 +258,6 @@ def runtime() -> WorkerRuntime:
     return _runtime
 
 
-def _settings_of(app) -> Settings:
-    from . import celery_app
-
-    return celery_app.settings
-
-
-@signals.celeryd_after_setup.connect
-def _select_queues(sender, instance, conf, **kwargs) -> None:
-    """Consume this model's queues, interactive first (listed first = polled first)."""
-    s = _settings_of(instance.app)
-    model = s.model_name or model_name_for(s.model)
-    queues = instance.app.amqp.queues
-    names = [queue_name(model, "interactive"), queue_name(model, "batch")]
-    explicit = queues._consume_from is not None  # -Q given: keep those too
-    for n in names:
-        queues.select_add(n) if explicit else queues.add(n)
-    if not explicit:
-        queues.select(names)
-
-
-@signals.worker_init.connect
-def _load_engine(sender, **kwargs) -> None:
+def install(rt: WorkerRuntime | None) -> None:
     global _runtime
-    from engine import Engine, EngineConfig
-
-    from .tasks import send_jobs
-
-    app = sender.app
-    if "thread" not in str(sender.pool_cls).lower():
-        raise RuntimeError(f"llamaq workers need the threads pool (--pool threads), not {sender.pool_cls!r}: "
-                           "one engine per process is shared by all the jobs it holds")
-    s = _settings_of(app)
-    cfg = EngineConfig(model_path=s.model, n_parallel=s.parallel, n_gpu_layers=s.n_gpu_layers)
-    if s.n_ctx:
-        cfg.n_ctx = s.n_ctx
-    log.info("loading %s (parallel %d, %d pool threads)", cfg.resolved_model_path(), s.parallel, s.pool_threads)
-    engine = Engine(cfg)
-    model = s.model_name or engine.model_name
-    store = JobStore.from_url(s.redis_url, s)
-    _runtime = WorkerRuntime(engine, store, s, model,
-                             publish=lambda ids, m, p: send_jobs(app, ids, m, p))
-
-
-@signals.worker_ready.connect
-def _register(sender, **kwargs) -> None:
-    """Heartbeat from when the consumer takes messages: a registered worker is one
-    that serves (the API's health and a job's "no worker serves" detail rely on it)."""
-    if _runtime is not None:
-        _runtime.start()
-
-
-@signals.worker_shutdown.connect
-def _shutdown(sender, **kwargs) -> None:
-    global _runtime
-    if _runtime is not None:
-        _runtime.close()
-        _runtime.engine.close()
-        _runtime = None
+    _runtime = rt

@@ -3,6 +3,8 @@ takeover of jobs whose worker died, attempts, cancellation, batch counters."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from jobs.settings import Settings
@@ -126,3 +128,100 @@ def test_stream_end_marker_is_written_with_the_status(store):
     entries = store.read_stream("job_1", "0-0", block_ms=10)
     assert [f.get("d") for _, f in entries] == ["Hel", "lo", None]
     assert entries[-1][1] == {"end": "succeeded"}
+
+
+def test_creating_a_job_that_exists_changes_nothing(store):
+    assert store.create_many([_job(1), _job(2)]) == ["job_1", "job_2"]
+    store.claim("job_1", "A")
+    # a batch submission repeated after a crash: job_1 runs on, job_2 is sent again, nothing counts twice
+    assert store.create_many([_job(1), _job(2), _job(3)]) == ["job_2", "job_3"]
+    assert store.get("job_1").status == "running"
+    counts = store.batch_counts("b1")
+    assert (counts["total"], counts["queued"], counts["running"]) == (3, 2, 1)
+    assert store.batch_job_ids("b1") == ["job_1", "job_2", "job_3"]
+    assert store.stats()["submitted"] == 3
+
+
+def test_a_result_counts_when_the_claim_was_lost(store):
+    """A Redis rollback lost the claim: the record says queued while a worker
+    ran the job. Its result is recorded once; a later claim finds it done."""
+    store.create_many([_job(1)])
+    store.claim("job_1", "A")
+    assert store.recover("job_1", "A", store.r.hget(store.job_key("job_1"), "started_at")) == "queued"
+    assert store.finish("job_1", "A", "succeeded", result={"by": "A"})
+    assert store.claim("job_1", "B").state == "done"
+    assert store.batch_counts("b1")["succeeded"] == 1 and store.batch_counts("b1")["queued"] == 0
+    assert store.r.zscore(store.open_key, "job_1") is None
+
+
+def test_a_retried_streaming_job_that_had_sent_text_fails_instead_of_repeating_it(store):
+    job = _job(1, batch=None)
+    job.stream = True
+    store.create_many([job])
+    store.claim("job_1", "A")  # A dies after streaming a delta
+    store.add_delta("job_1", "Hel", 0)
+    assert store.claim("job_1", "B").state == "failed"
+    rec = store.get("job_1")
+    assert (rec.status, rec.error["code"]) == ("failed", "stream_interrupted")
+
+
+# ---------------------------------------------------------------- the reconciler
+
+
+def _reconciler(store):
+    from jobs.reconcile import Reconciler
+
+    sent = []
+    return Reconciler(store, lambda ids, model, prio: sent.append((list(ids), model, prio)), "sweeper"), sent
+
+
+def _swept(store, reconciler):
+    while store.r.info("server")["uptime_in_seconds"] < store.s.heartbeat_ttl:  # a fresh server: sweeps wait
+        time.sleep(0.1)
+    store.r.delete(reconciler.lock_key)
+    store.r.zadd(store.open_key, {j: 0 for j in store.r.zrange(store.open_key, 0, -1)}, xx=True)  # all due
+    return reconciler.sweep()
+
+
+@pytest.fixture
+def sweep_store(redis_url) -> JobStore:
+    return JobStore.from_url(redis_url, Settings(redis_url=redis_url, max_attempts=2, result_ttl=600,
+                                                 heartbeat_ttl=1.0, resend_grace=0))
+
+
+def test_reconciler_resends_a_queued_job_no_message_carries(sweep_store):
+    from jobs.celery_app import make_app
+    from jobs.tasks import send_jobs
+
+    store = sweep_store
+    store.create_many([_job(1), _job(2)])
+    send_jobs(make_app(store.s), ["job_2"], "m", "batch")  # a real Celery message carries job_2 only
+    rec, sent = _reconciler(store)
+    assert _swept(store, rec)["resent"] == 1
+    assert sent == [(["job_1"], "m", "batch")]
+
+
+def test_reconciler_requeues_a_job_its_live_worker_no_longer_holds(sweep_store):
+    store = sweep_store
+    store.create_many([_job(1), _job(2)])
+    store.claim("job_1", "A")
+    store.claim("job_2", "A")
+    store.heartbeat("A", {"name": "A"}, held=["job_2"])  # A is alive and holds job_2 only
+    rec, sent = _reconciler(store)
+    assert _swept(store, rec) == {"requeued": 1, "resent": 1, "failed": 0}
+    assert sent == [(["job_1"], "m", "batch")]
+    assert store.get("job_1").status == "queued" and store.get("job_2").status == "running"
+    # a redelivered message now runs it (no endless 'busy': nobody owns it)
+    assert store.claim("job_1", "B").state == "claimed"
+
+
+def test_reconciler_fails_a_job_after_max_attempts(sweep_store):
+    store = sweep_store
+    store.create_many([_job(1)])
+    rec, sent = _reconciler(store)
+    for w in ("A", "B"):
+        store.claim("job_1", w)  # no heartbeat: the worker is dead
+        _swept(store, rec)
+    r = store.get("job_1")
+    assert (r.status, r.attempts, r.error["code"]) == ("failed", 2, "worker_lost")
+    assert len(sent) == 1 and store.r.zscore(store.open_key, "job_1") is None

@@ -18,8 +18,10 @@ _CREATE_SCHEMA = json_schema_body({
     ["input_file_id", "endpoint", "completion_window"])
 
 
-def owned_batch(request: Request, batch_id: str, owner: str) -> dict:
-    batch = state(request).store.get_batch(batch_id)
+async def owned_batch(request: Request, batch_id: str, owner: str) -> dict:
+    """The batch as callers see it (live counts), if it is owner's; else 404."""
+    st = state(request)
+    batch = await st.bridge.call(st.batches.get, batch_id)
     if batch is None or batch.get("owner", "") != owner:
         raise not_found(f"no batch with id {batch_id!r}", "batch_id")
     return batch
@@ -62,13 +64,14 @@ async def create_batch(request: Request, owner: str = Depends(current_owner)):
 
 @router.get("/v1/batches/{batch_id}")
 async def get_batch(batch_id: str, request: Request, owner: str = Depends(current_owner)):
-    return json_response(public(owned_batch(request, batch_id, owner)))
+    return json_response(public(await owned_batch(request, batch_id, owner)))
 
 
 @router.get("/v1/batches")
 async def list_batches(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
                        owner: str = Depends(current_owner)):
-    batches = await state(request).bridge.call(state(request).store.list_batches, owner)
+    st = state(request)
+    batches = await st.bridge.call(lambda: [st.batches.machine.view(b) for b in st.store.list_batches(owner)])
     if after:
         ids = [b["id"] for b in batches]
         batches = batches[ids.index(after) + 1:] if after in ids else []
@@ -80,6 +83,6 @@ async def list_batches(request: Request, after: str | None = None, limit: int = 
 
 @router.post("/v1/batches/{batch_id}/cancel")
 async def cancel_batch(batch_id: str, request: Request, owner: str = Depends(current_owner)):
-    owned_batch(request, batch_id, owner)
+    await owned_batch(request, batch_id, owner)
     batch = await state(request).bridge.call(state(request).batches.cancel, batch_id)
     return json_response(public(batch))

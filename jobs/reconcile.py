@@ -1,0 +1,119 @@
+"""The reconciler: progress is a property of the job records, not of a live
+thread or a message.
+
+Every worker runs sweep() on a timer; a Redis lock lets one of them at a time
+do it. A sweep reads the unfinished jobs not sent or changed for a while
+({prefix}:open) and
+  - a job running on a worker that is dead, or alive but no longer holding it
+    (its finish lost in a Redis rollback): back to queued, or failed after
+    max_attempts (JobStore.recover, atomic against a concurrent finish);
+  - a queued job that no message in the broker carries (lost with a Redis
+    rollback, or acknowledged by a worker that could not run it): sent again.
+A message sent twice is harmless: the claim in the record decides who runs a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+import redis
+
+from .record import TERMINAL
+from .settings import TASK_NAME, queue_name
+from .store import JobStore
+
+log = logging.getLogger("llamaq.reconcile")
+
+# kombu's Redis transport: a queue is a list per priority step (name, name + SEP + step),
+# and a message delivered but not acknowledged waits in the UNACKED hash.
+SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+UNACKED = "unacked"
+SEND_CHUNK = 64
+
+
+def _job_ids_of(raw: str, task_name: str) -> list[str]:
+    msg = orjson.loads(raw)
+    if isinstance(msg, list):  # an unacked entry: [message, exchange, routing key]
+        msg = msg[0]
+    if msg.get("headers", {}).get("task") != task_name:
+        return []
+    body = msg["body"]
+    if msg.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args = orjson.loads(body)[0]
+    return list(args[0]) if args else []
+
+
+def message_job_ids(client: redis.Redis, queues: Iterable[str], task_name: str = TASK_NAME) -> set[str]:
+    """Ids of the jobs some message in these queues (or delivered, unacked) carries."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        for step in PRIORITY_STEPS:
+            pipe.lrange(q if not step else f"{q}{SEP}{step}", 0, -1)
+    pipe.hvals(UNACKED)
+    out: set[str] = set()
+    for raws in pipe.execute():
+        for raw in raws:
+            try:
+                out.update(_job_ids_of(raw, task_name))
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue  # another app's message
+    return out
+
+
+class Reconciler:
+    def __init__(self, store: JobStore, publish: Callable[[list[str], str, str], None], name: str):
+        self.store, self.publish, self.name = store, publish, name
+        self.lock_key = f"{store.p}:sweep-lock"
+
+    def sweep(self) -> dict[str, int]:
+        """One pass; {} when another process holds the sweep or Redis just restarted."""
+        s, r = self.store.s, self.store.r
+        if not r.set(self.lock_key, self.name, nx=True, px=int(max(1.0, s.sweep_interval) * 1000)):
+            return {}
+        if int(r.info("server").get("uptime_in_seconds", 0)) < s.heartbeat_ttl:
+            return {}  # after a restart, live workers have not beaten yet: they would look dead
+        ids = self.store.open_jobs(time.time() - s.resend_grace)
+        if not ids:
+            return {}
+        rows = self.store.open_fields(ids)
+        owners = sorted({row[1] for row in rows if row[0] == "running" and row[1]})
+        holdings = self.store.holdings(owners)
+        queues = {queue_name(row[3], row[4]) for row in rows if row[0] == "queued"}
+        carried = message_job_ids(r, queues) if queues else set()
+        gone, fine, resend, counts = [], [], {}, {"requeued": 0, "resent": 0, "failed": 0}
+        for jid, (status, owner, started, model, priority) in zip(ids, rows):
+            if status is None or status in TERMINAL:
+                gone.append(jid)
+                continue
+            if status == "running":
+                held_at, held = holdings.get(owner, (None, ()))
+                if held_at is not None and (jid in held or float(started or 0) >= held_at):
+                    fine.append(jid)
+                    continue
+                outcome = self.store.recover(jid, owner or "", started or "")
+                if outcome == "failed":
+                    counts["failed"] += 1
+                if outcome != "queued":
+                    continue
+                counts["requeued"] += 1
+                log.warning("job %s: its worker %s died or lost it; queued again", jid, owner)
+            elif jid in carried:
+                fine.append(jid)
+                continue
+            resend.setdefault((model, priority), []).append(jid)
+        self.store.forget_open(gone)
+        self.store.mark_sent(fine)  # looked at again after resend_grace, not at every sweep
+        for (model, priority), jids in resend.items():
+            for i in range(0, len(jids), SEND_CHUNK):
+                self.publish(jids[i : i + SEND_CHUNK], model, priority)
+            self.store.mark_sent(jids)
+            counts["resent"] += len(jids)
+        if counts["resent"]:
+            log.warning("reconciler: %s", counts)
+        return counts

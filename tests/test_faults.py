@@ -1,0 +1,330 @@
+"""Fault injection: a real redis-server (AOF), real `llamaq worker` processes and
+real `llamaq serve --redis` processes, killed by pid while a batch (and a few
+single /v1/jobs) is in flight. Each fault must end with every line answered
+exactly once and the batch completed.
+
+Short timings come from the LLAMAQ_* settings in ENV: a dead worker is noticed
+after 3 s, the reconciler sweeps every second, a batch lease lasts 3 s."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from redis_fixtures import ROOT, RedisServer, WorkerProcess, free_port, start_worker
+
+MODEL = "faults"  # the workers serve the tiny model under this name
+ENV = {"LLAMAQ_VISIBILITY_TIMEOUT": "10", "LLAMAQ_HEARTBEAT_TTL": "3", "LLAMAQ_RESTORE_INTERVAL": "1",
+       "LLAMAQ_SWEEP_INTERVAL": "1", "LLAMAQ_RESEND_GRACE": "2", "LLAMAQ_REDIS_RETRY_S": "3",
+       "LLAMAQ_BATCH_LEASE_S": "3", "LLAMAQ_BATCH_POLL_S": "0.3", "LLAMAQ_BATCH_SUBMIT_CHUNK": "4"}
+LINES = 40
+DONE_S = 90  # every wait for the end of a batch gives up after this
+
+
+# ---------------------------------------------------------------- processes
+
+
+@dataclass
+class ApiProcess:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def wait_ready(self, timeout: float = 60) -> "ApiProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"API not ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_api(redis_url: str, log_dir: Path) -> ApiProcess:
+    port = free_port()
+    env = dict(os.environ, **ENV, PYTHONPATH=str(ROOT))
+    log = log_dir / f"api-{time.monotonic_ns()}.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.serve", "--redis", redis_url, "--port", str(port),
+                                 "--log-level", "warning"], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    return ApiProcess(proc, f"http://127.0.0.1:{port}", log).wait_ready()
+
+
+@dataclass
+class Fleet:
+    redis: RedisServer
+    model_path: Path
+    logs: Path
+    workers: list[WorkerProcess]
+    api: ApiProcess | None = None
+
+    def start_worker(self) -> WorkerProcess:
+        w = start_worker(self.redis.url, self.model_path, parallel=8, log_dir=self.logs, env=ENV,
+                         extra_args=["--model-name", MODEL])
+        w.wait_ready()
+        return w
+
+    def ensure(self) -> None:
+        """Everything up again after the last test's fault."""
+        if not self.redis.alive:
+            self.redis.start()
+        self.workers = [w for w in self.workers if w.proc.poll() is None]
+        while len(self.workers) < 2:
+            self.workers.append(self.start_worker())
+        if self.api is None or self.api.proc.poll() is not None:
+            self.api = start_api(self.redis.url, self.logs)
+
+    def r(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=5)
+
+
+@pytest.fixture(scope="module")
+def fleet(tiny_model_path, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("fault-logs")
+    server = RedisServer(tmp_path_factory.mktemp("fault-redis"))
+    server.start()
+    f = Fleet(server, tiny_model_path, logs, [])
+    try:
+        f.ensure()
+        yield f
+    finally:
+        if f.api:
+            f.api.kill()
+        for w in f.workers:
+            w.kill()
+        server.stop()
+
+
+# ---------------------------------------------------------------- batches and jobs over HTTP
+
+
+def _get(url: str, timeout: float = 5) -> dict | None:
+    """GET a JSON body; None while the API or its Redis is down."""
+    try:
+        r = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
+def submit_batch(api: str, n: int = LINES, max_tokens: int = 8, tag: str = "b") -> str:
+    lines = [{"custom_id": f"{tag}-{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": MODEL, "messages": [{"role": "user", "content": f"Tell me about {tag} {i}."}],
+                       "max_tokens": max_tokens, "temperature": 0}} for i in range(n)]
+    content = b"".join(orjson.dumps(x) + b"\n" for x in lines)
+    f = httpx.post(f"{api}/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}, timeout=30)
+    assert f.status_code == 200, f.text
+    b = httpx.post(f"{api}/v1/batches", json={"input_file_id": f.json()["id"], "endpoint": "/v1/chat/completions",
+                                              "completion_window": "24h"}, timeout=30)
+    assert b.status_code == 200, b.text
+    return b.json()["id"]
+
+
+def submit_jobs(api: str, k: int = 4) -> list[str]:
+    ids = []
+    for i in range(k):
+        r = httpx.post(f"{api}/v1/jobs", json={"endpoint": "/v1/completions", "body": {
+            "model": MODEL, "prompt": f"Job {i}:", "max_tokens": 6, "temperature": 0}}, timeout=30)
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def wait_done(fleet: Fleet, bid: str, at_least: int) -> None:
+    """Until at least that many lines of the batch are answered (the fault then hits mid-batch)."""
+    deadline = time.monotonic() + DONE_S
+    while time.monotonic() < deadline:
+        h = fleet.r().hgetall(f"llamaq:batch:{bid}")
+        if int(h.get("succeeded", 0)) + int(h.get("failed", 0)) >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"batch {bid}: fewer than {at_least} lines answered after {DONE_S}s")
+
+
+def wait_batch_end(apis, bid: str, timeout: float = DONE_S) -> tuple[dict, float]:
+    """(the finished batch, seconds it took); polls whichever API answers."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for api in apis() if callable(apis) else apis:
+            b = _get(f"{api}/v1/batches/{bid}")
+            if b and b["status"] in ("completed", "failed", "cancelled", "expired"):
+                return b, time.monotonic() - t0
+        time.sleep(0.1)
+    raise AssertionError(f"batch {bid} not finished {timeout}s after the fault")
+
+
+def assert_exactly_once(fleet: Fleet, api: str, batch: dict, n: int = LINES, tag: str = "b") -> None:
+    assert batch["status"] == "completed", batch
+    assert batch["request_counts"] == {"total": n, "completed": n, "failed": 0}, batch["request_counts"]
+    assert batch["error_file_id"] is None
+    out = httpx.get(f"{api}/v1/files/{batch['output_file_id']}/content", timeout=30)
+    lines = [orjson.loads(x) for x in out.content.splitlines() if x.strip()]
+    seen = collections.Counter(line["custom_id"] for line in lines)
+    assert seen == collections.Counter(f"{tag}-{i}" for i in range(n)), "lines lost or answered twice"
+    for line in lines:  # each answer is its own line's: the job record kept its custom_id
+        job = fleet.r().hget(f"llamaq:job:{line['response']['request_id']}", "custom_id")
+        assert job == line["custom_id"]
+    counts = fleet.r().hgetall(f"llamaq:batch:{batch['id']}")
+    # one terminal transition per job: a second would count twice
+    assert {k: int(counts.get(k, 0)) for k in ("total", "succeeded", "queued", "running", "failed")} == \
+        {"total": n, "succeeded": n, "queued": 0, "running": 0, "failed": 0}
+
+
+def assert_jobs_succeeded(api: str, ids: list[str]) -> None:
+    deadline = time.monotonic() + DONE_S
+    for jid in ids:
+        while (job := _get(f"{api}/v1/jobs/{jid}")) is None or job["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"job {jid} did not finish: {job}"
+            time.sleep(0.1)
+        assert job["status"] == "succeeded", job
+
+
+def report(name: str, seconds: float) -> None:
+    print(f"\nfault {name}: batch completed {seconds:.1f}s after the fault ended")
+
+
+# ---------------------------------------------------------------- the faults
+
+
+def _redis_kill(fleet: Fleet, down_s: float) -> None:
+    fleet.redis.stop(kill=True)
+    time.sleep(down_s)
+    fleet.redis.start()
+
+
+FAULTS = {
+    # Redis kill -9 and back at once from its AOF
+    "redis_kill9": lambda fleet: _redis_kill(fleet, 0.5),
+    # Redis gone for longer than the workers' retry window (3 s here)
+    "redis_down_past_retry_window": lambda fleet: _redis_kill(fleet, 8),
+    # a worker kill -9 (its jobs are taken over); the next test starts a new one
+    "worker_kill9": lambda fleet: fleet.workers[0].kill(),
+    # a worker SIGTERM: warm shutdown finishes what it holds
+    "worker_sigterm": lambda fleet: fleet.workers[0].stop(timeout=60),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_batch_and_jobs_survive(fleet, fault):
+    fleet.ensure()
+    api = fleet.api.url
+    bid = submit_batch(api, tag=fault)
+    jobs = submit_jobs(api)
+    wait_done(fleet, bid, 8)
+    FAULTS[fault](fleet)
+    b, took = wait_batch_end([api], bid)
+    report(fault, took)
+    assert_exactly_once(fleet, api, b, tag=fault)
+    assert_jobs_succeeded(api, jobs)
+
+
+def test_api_kill9_and_a_new_api_process_finishes_the_batch(fleet):
+    fleet.ensure()
+    bid = submit_batch(fleet.api.url, tag="api")
+    jobs = submit_jobs(fleet.api.url)
+    wait_done(fleet, bid, 8)
+    fleet.api.kill()
+    fleet.api = start_api(fleet.redis.url, fleet.logs)
+    b, took = wait_batch_end([fleet.api.url], bid)
+    report("api_kill9", took)
+    assert_exactly_once(fleet, fleet.api.url, b, tag="api")
+    assert_jobs_succeeded(fleet.api.url, jobs)
+
+
+def test_api_kill9_during_submission_queues_no_line_twice(fleet):
+    """Killed between submit chunks (4 lines each here): the next process submits
+    the batch again from the start; the lines already queued are not queued twice."""
+    fleet.ensure()
+    n = 160
+    bid = submit_batch(fleet.api.url, n=n, max_tokens=2, tag="sub")
+    r = fleet.r()
+    deadline = time.monotonic() + 30
+    while int(r.hget(f"llamaq:batch:{bid}", "total") or 0) == 0:
+        assert time.monotonic() < deadline, "submission did not start"
+    fleet.api.kill()
+    queued_at_kill = int(r.hget(f"llamaq:batch:{bid}", "total") or 0)
+    fleet.api = start_api(fleet.redis.url, fleet.logs)
+    b, took = wait_batch_end([fleet.api.url], bid)
+    report(f"api_kill9_during_submission ({queued_at_kill}/{n} lines queued at the kill)", took)
+    assert 0 < queued_at_kill < n, "the kill missed the submission"
+    assert_exactly_once(fleet, fleet.api.url, b, n=n, tag="sub")
+
+
+def test_two_api_processes_run_the_same_batches(fleet):
+    fleet.ensure()
+    second = start_api(fleet.redis.url, fleet.logs)
+    try:
+        bids = [submit_batch(api, tag=f"two{i}") for i, api in enumerate([fleet.api.url, second.url] * 2)]
+        for i, bid in enumerate(bids):
+            b, took = wait_batch_end([second.url, fleet.api.url], bid)
+            assert_exactly_once(fleet, second.url, b, tag=f"two{i}")
+        report("two_api_processes", took)
+    finally:
+        second.stop()
+
+
+def test_worker_kill9_with_64_jobs_in_one_message(fleet):
+    from jobs.remote import RedisBackend
+
+    fleet.ensure()
+    backend = RedisBackend(fleet.redis.url)
+    try:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Count."}], "max_tokens": 8,
+                "temperature": 0}
+        ids = backend.submit_many([("chat", body)] * 64, batch_id="bulk", jobs_per_message=64)
+        names = {w.name(): w for w in fleet.workers}
+        deadline = time.monotonic() + 60
+        while not (held := [r.worker for r in backend.get_many(ids) if r.status == "running"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        names[held[0]].kill()
+        t0 = time.monotonic()
+        recs = [backend.wait(j, timeout=DONE_S) for j in ids]
+        report("worker_kill9_64_jobs_one_message", time.monotonic() - t0)
+        assert [r.status for r in recs] == ["succeeded"] * 64
+        c = backend.batch_counts("bulk")
+        assert (c["total"], c["succeeded"], c["queued"], c["running"], c["failed"]) == (64, 64, 0, 0, 0)
+    finally:
+        backend.close()
+
+
+def test_workers_killed_again_and_again_while_claiming_and_finishing(fleet):
+    """One-token jobs: a worker spends its time claiming, finishing and
+    acknowledging, so a kill lands in the middle of those."""
+    fleet.ensure()
+    bid = submit_batch(fleet.api.url, n=120, max_tokens=1, tag="churn")
+    for at in (10, 40, 70):
+        wait_done(fleet, bid, at)
+        victim = fleet.workers.pop(0)
+        victim.kill()
+        fleet.workers.append(fleet.start_worker())
+    b, took = wait_batch_end([fleet.api.url], bid)
+    report("workers_killed_3_times", took)
+    assert_exactly_once(fleet, fleet.api.url, b, n=120, tag="churn")
