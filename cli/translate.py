@@ -25,6 +25,7 @@ from jobs.translation import (
     load_glossary,
     translate_documents,
 )
+from jobs.translation.documents import write_atomic
 from jobs.translation.memory import memory_key
 from jobs.translation.prompts import PROMPT_VERSION
 
@@ -248,8 +249,7 @@ def command(paths, tgt, src, out_dir, suffix, glossary, model, api, api_key, inc
             sys.stdout.write(r.text)
             sys.stdout.flush()
         else:
-            j.out.parent.mkdir(parents=True, exist_ok=True)
-            j.out.write_bytes(r.text.encode("utf-8"))
+            write_atomic(j.out, r.text)
 
     p = progress_holder[0] if progress_holder else Progress()
     totals = {

@@ -5,16 +5,29 @@ A Document is a list of parts: plain strings (kept byte-for-byte) and Slots.
 A Slot renders one or more segments back into the file's own syntax (escaping,
 quoting, line prefixes). When every segment of a slot maps to its own text the
 slot's original raw text is written, so the identity render is exact.
+
+An encoder raises UnsafeTranslation for a translation it cannot write without
+changing the file's structure; Format.render then keeps the source for that
+slot. Format.skeleton(text) is the structure a translation must keep;
+Format.render also rejects, by bisection, the slots whose translation changes it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 _LETTER = re.compile(r"[^\W\d_]")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$")
+
+
+_CHANGES = "translation changes the document structure"
+
+
+class UnsafeTranslation(ValueError):
+    """A translation that cannot be written into the file's syntax safely
+    (it would change the document's structure). The source text is kept."""
 
 
 def has_letters(text: str) -> bool:
@@ -43,6 +56,7 @@ class Slot:
     ids: tuple[int, ...]
     raw: str
     encode: Callable[..., str]  # encode(*translations) -> file text
+    check: Callable[[str], bool] | None = None  # a quick local structure check of encode's output
 
 
 @dataclass
@@ -56,11 +70,11 @@ class Document:
             self.parts.append(text)
 
     def add(self, text: str, raw: str | None = None, encode: Callable[[str], str] | None = None,
-            markup: str = "text", note: str = "") -> None:
+            markup: str = "text", note: str = "", check: Callable[[str], bool] | None = None) -> None:
         """One segment in one slot; raw defaults to text, encode to identity."""
         i = len(self.segments)
         self.segments.append(Segment(text, markup, note))
-        self.parts.append(Slot((i,), text if raw is None else raw, encode or (lambda t: t)))
+        self.parts.append(Slot((i,), text if raw is None else raw, encode or (lambda t: t), check))
 
     def add_multi(self, texts: Sequence[str], raw: str, encode: Callable[..., str],
                   markup: str = "text", note: str = "") -> None:
@@ -92,7 +106,7 @@ class Document:
         self.segments.extend(other.segments)
         for p in other.parts:
             if isinstance(p, Slot):
-                p = Slot(tuple(i + shift for i in p.ids), p.raw, p.encode)
+                p = replace(p, ids=tuple(i + shift for i in p.ids))
             self.parts.append(p)
 
     # -- rendering --
@@ -114,14 +128,72 @@ class Document:
         return "".join(out)
 
 
+@dataclass
+class Rendered:
+    text: str
+    rejected: dict[int, str] = field(default_factory=dict)  # segment index -> why its source was kept
+
+
 class Format:
-    """A document format. Subclasses set name and suffixes and implement parse."""
+    """A document format. Subclasses set name and suffixes and implement parse
+    and skeleton."""
 
     name: str = ""
     suffixes: tuple[str, ...] = ()
 
     def parse(self, text: str) -> Document:
         raise NotImplementedError
+
+    def skeleton(self, text: str) -> object:
+        """The structure of a file that translation must keep (comparable with ==)."""
+        raise NotImplementedError
+
+    def render(self, doc: Document, translations: Sequence[str]) -> Rendered:
+        """doc rendered with translations; a slot whose translation cannot be
+        encoded, or that changes the skeleton, keeps its source text."""
+        ts = list(translations)
+        if len(ts) != len(doc.segments):
+            raise ValueError(f"{len(ts)} translations for {len(doc.segments)} segments")
+        rejected: dict[int, str] = {}
+        written: dict[int, str] = {}  # part index -> the slot's encoded translation
+
+        def reject(p: Slot, why: str) -> None:  # the slot keeps its source: its changed segments failed
+            rejected.update((i, why) for i in p.ids if ts[i] != doc.segments[i].text)
+        for k, p in enumerate(doc.parts):
+            if not isinstance(p, Slot) or all(ts[i] == doc.segments[i].text for i in p.ids):
+                continue
+            try:
+                out = p.encode(*(ts[i] for i in p.ids))
+            except UnsafeTranslation as e:
+                reject(p, f"unsafe translation: {e}")
+                continue
+            if p.check and not p.check(out):
+                reject(p, _CHANGES)
+            else:
+                written[k] = out
+
+        def compose(slots: list[int]) -> str:
+            chosen = set(slots)
+            return "".join(p if isinstance(p, str) else written[k] if k in chosen else p.raw
+                           for k, p in enumerate(doc.parts))
+
+        want = self.skeleton(compose([]))
+        accepted: list[int] = []
+
+        def settle(group: list[int]) -> None:
+            """Accept the slots of group that keep the skeleton (bisection)."""
+            if not group:
+                return
+            if self.skeleton(compose(accepted + group)) == want:
+                accepted.extend(group)
+            elif len(group) == 1:
+                reject(doc.parts[group[0]], _CHANGES)
+            else:
+                settle(group[: len(group) // 2])
+                settle(group[len(group) // 2:])
+
+        settle(list(written))
+        return Rendered(compose(accepted), rejected)
 
 
 def split_lines(text: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 from .base import Document, Format, has_letters, translatable
@@ -21,6 +22,8 @@ RAW_TEXT = frozenset("script style pre textarea svg math template".split())
 OPAQUE_INLINE = frozenset(("code", "kbd", "samp"))  # inside a sentence, kept whole (masked)
 ATTRS = ("alt", "title", "placeholder", "aria-label")
 _TAG = re.compile(r"<[A-Za-z][^<>]*>")
+_OPAQUE_RE = re.compile(r"<(code|kbd|samp)\b[^>]*>.*?</\1\s*>", re.S | re.I)
+_ENTITY = r"&(?:#\d+|#[xX][0-9a-fA-F]+|\w+);"
 _ATTR_RE = re.compile(r"""(\s(%s)\s*=\s*)("([^"]*)"|'([^']*)'|([^\s"'=<>`]+))""" % "|".join(ATTRS), re.I)
 
 
@@ -100,7 +103,12 @@ def _run(doc: Document, raw: str) -> None:
     texts = [core] + [seg.text for _, sub in subs for seg in sub.segments]
     counts = [len(sub.segments) for _, sub in subs]
 
+    opaque = [m.group(0) for m in _OPAQUE_RE.finditer(core)]
+    own = re.findall(r"</?[A-Za-z][^<>]*>", _OPAQUE_RE.sub(" ", core))
+    escape = stray_escaper(opaque + own)
+
     def encode(run_t: str, *attr_ts: str) -> str:
+        run_t = escape(run_t)
         k = 0
         for (tag_raw, sub), n in zip(subs, counts):
             new_tag = sub.render(list(attr_ts[k: k + n]))
@@ -115,6 +123,65 @@ def _run(doc: Document, raw: str) -> None:
     doc.keep(raw[start + len(core):])
 
 
+_ESCAPES = {"<": "&lt;", "&": "&amp;", "-->": "--&gt;"}
+
+
+def stray_escaper(known: list[str]) -> Callable[[str], str]:
+    """Escapes every "<", "&" and "-->" in a translation but the source's own
+    tags (known) and entities: a translation cannot add markup."""
+    alts = [re.escape(k) for k in sorted(set(known), key=len, reverse=True)]
+    pattern = re.compile("|".join(alts + [_ENTITY, "-->", "<", "&"]))
+    return lambda t: pattern.sub(lambda m: _ESCAPES.get(m.group(0), m.group(0)), t)
+
+
+class _Skeleton(HTMLParser):
+    """Tags with their attributes (but the translatable ones), comments,
+    declarations, and the text of raw and code elements; other text dropped."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[tuple] = []
+        self.raw = 0
+
+    def _attrs(self, attrs) -> tuple:
+        return tuple((k, v) for k, v in attrs if k not in ATTRS)
+
+    def handle_starttag(self, tag, attrs):
+        self.out.append(("<", tag, self._attrs(attrs)))
+        self.raw += tag in RAW_TEXT or tag in OPAQUE_INLINE or tag == "code"
+
+    def handle_startendtag(self, tag, attrs):
+        self.out.append(("<>", tag, self._attrs(attrs)))
+
+    def handle_endtag(self, tag):
+        self.out.append(("/", tag))
+        if self.raw and (tag in RAW_TEXT or tag in OPAQUE_INLINE or tag == "code"):
+            self.raw -= 1
+
+    def handle_data(self, data):
+        if self.raw:
+            self.out.append(("data", data))
+
+    def handle_comment(self, data):
+        self.out.append(("!--", data))
+
+    def handle_decl(self, decl):
+        self.out.append(("!", decl))
+
+    def handle_pi(self, data):
+        self.out.append(("?", data))
+
+    def unknown_decl(self, data):
+        self.out.append(("![", data))
+
+
+def html_skeleton(text: str) -> list[tuple]:
+    p = _Skeleton()
+    p.feed(text)
+    p.close()
+    return p.out
+
+
 class HtmlFormat(Format):
     name = "html"
     suffixes = (".html", ".htm", ".xhtml")
@@ -123,8 +190,10 @@ class HtmlFormat(Format):
         p = _Events(text)
         p.feed(text)
         p.close()
-        doc = parse_events(text, p.events)
-        return doc
+        return parse_events(text, p.events)
+
+    def skeleton(self, text: str) -> list[tuple]:
+        return html_skeleton(text)
 
 
 def parse_events(text: str, events: list[tuple[int, str, str]]) -> Document:

@@ -58,3 +58,15 @@ class JsonFormat(Format):
                 pos += 1
         doc.keep(text[last:])
         return doc
+
+    def skeleton(self, text: str) -> object:
+        """Keys in order, nesting, and every value but strings."""
+        def walk(x):
+            if isinstance(x, str):
+                return str
+            if isinstance(x, list):
+                return [walk(v) for v in x]
+            if isinstance(x, tuple):
+                return ("{}", tuple((k, walk(v)) for k, v in x))
+            return x
+        return walk(json.loads(text, object_pairs_hook=tuple))

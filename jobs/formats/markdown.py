@@ -1,56 +1,224 @@
-"""Markdown (CommonMark/GFM subset, line based).
+"""Markdown: CommonMark plus GFM tables and strikethrough, footnotes, front
+matter, $$ math and definition lists, parsed with markdown-it-py.
 
-Segments: paragraph text (list items and block quotes included, a wrapped
-paragraph is one segment), heading text, table cells, selected front-matter
-values, text and alt/title in HTML blocks. Verbatim: fenced and indented code,
-front-matter keys and other values, link reference definitions, thematic
-breaks, table delimiter rows, list markers, quote markers, indentation, HTML
-comments and tags. Inline code, URLs and link targets inside a segment are
-masked by jobs.placeholders before the model sees the text."""
+Segments are cut out of the source with the token line maps: paragraph,
+heading, definition-term and table-cell text (inline markup included; code,
+URLs and link targets are masked by jobs.placeholders), prose front-matter
+values, and text and alt/title in HTML blocks. Everything else is verbatim:
+code blocks and fences, math blocks, link reference definitions, container
+markers and indentation, table delimiter rows. The identity render is exact.
+
+Encoders write a translation back without changing the block structure: added
+lines get the container prefix (quote markers, list indentation), a line that
+would start a block of its own is joined to the previous one or escaped,
+blank lines are dropped, table pipes are escaped. What cannot be written
+safely raises UnsafeTranslation."""
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from .base import Document, Format, has_letters, split_lines, translatable
-from .html import HtmlFormat
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.deflist import deflist_plugin
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.footnote import footnote_plugin
+from mdit_py_plugins.front_matter import front_matter_plugin
+
+from .base import Document, Format, Slot, UnsafeTranslation, has_letters, split_lines, translatable
+from .html import HtmlFormat, html_skeleton
 
 FRONT_MATTER_KEYS = frozenset(
     "title description summary subtitle excerpt caption sidebar_label linkTitle abstract".split()
 )
-_QUOTE = re.compile(r"^(?:[ \t]{0,3}>[ \t]?)+")
-_MARKER = re.compile(r"^([ \t]*)([-*+]|\d{1,9}[.)])([ \t]+(?:\[[ xX]\][ \t]+)?|(?=\r?\n|\r|$))")
-_FOOTNOTE = re.compile(r"^[ \t]{0,3}\[\^[^\]]+\]:[ \t]*")
-_LINKDEF = re.compile(r"^[ \t]{0,3}\[[^\]^][^\]]*\]:[ \t]*\S")
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
-_HEADING = re.compile(r"^([ \t]{0,3}#{1,6})([ \t]+|$)(.*?)((?:[ \t]+#+)?[ \t]*)$")
-_HR = re.compile(r"^[ \t]{0,3}(?:(?:\*[ \t]*){3,}|(?:-[ \t]*){3,}|(?:_[ \t]*){3,})$")
-_SETEXT = re.compile(r"^[ \t]{0,3}=+[ \t]*$")
-_HTML_START = re.compile(r"^[ \t]{0,3}<(?:!--|/?[A-Za-z][\w-]*(?:[\s/>]|$)|[!?])")
-_HTML_RAW = re.compile(r"^[ \t]{0,3}<(script|pre|style|textarea)(?:[\s>]|$)", re.I)
-_TABLE_DELIM = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
-_EOL = re.compile(r"(\r\n|\n|\r)$")
+_YAML_LINE = re.compile(r"^([A-Za-z_][\w-]*)([ \t]*:[ \t]*)(.*?)[ \t]*$")
+_TASK = re.compile(r"^\[[ xX]\][ \t]+")
+_EOL = re.compile(r"\r\n|\n|\r")
+_CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
+_INDENT = re.compile(r"\n[ \t]+")  # a line's indentation in inline content: not text
+_NO_PIPE = re.compile(r"(?<!\\)\|")
+_VERBATIM = frozenset("fence code_block html_block math_block front_matter".split())
+_CODE = frozenset("code_inline code_block fence math_inline math_block math_block_label math_inline_double".split())
 
 
-def _split_eol(line: str) -> tuple[str, str]:
-    m = _EOL.search(line)
-    return (line[: m.start()], m.group(1)) if m else (line, "")
+def make_parser() -> MarkdownIt:
+    return (
+        MarkdownIt("commonmark")
+        .enable(["table", "strikethrough"])
+        .use(front_matter_plugin)
+        .use(footnote_plugin)
+        .use(deflist_plugin)
+        .use(dollarmath_plugin, allow_space=False, allow_digits=False)  # "$5 and $10" is not math
+        .disable("footnote_tail")  # definitions stay where they are written, referenced or not
+    )
 
 
-def _width(s: str) -> int:
-    return len(s.expandtabs(4))
+_NOTES = {"paragraph_open": "paragraph", "heading_open": "heading", "dt_open": "term"}
+_MD = make_parser()
+_BLOCKS = make_parser().disable("inline")  # block structure only: for the encoders' checks
 
 
-def _one_line(t: str) -> str:
-    return " ".join(p.strip() for p in t.splitlines() if p.strip())
+# -- the structure that translation must keep --
+
+def _walk(tokens: list[Token]) -> Iterator[Token]:
+    for t in tokens:
+        yield t
+        if t.children:
+            yield from _walk(t.children)
+
+
+def markdown_skeleton(text: str) -> list[tuple]:
+    """The token stream without text: types, tags, nesting, attributes (but
+    alt and title), code and math content, fence info, HTML tag skeletons,
+    footnote labels, front-matter keys. Soft breaks may reflow."""
+    out = []
+    for t in _walk(_MD.parse(text)):
+        if t.type in ("text", "text_special", "softbreak"):
+            continue
+        attrs = tuple(sorted((k, str(v)) for k, v in t.attrs.items() if k not in ("alt", "title")))
+        if t.type in ("html_block", "html_inline"):
+            content: object = tuple(html_skeleton(t.content))
+        elif t.type == "front_matter":
+            content = tuple(m.group(1) for m in re.finditer(r"(?m)^([^\s#:][^:\n]*?)[ \t]*:", t.content))
+        elif t.type in _CODE:
+            content = t.content
+        else:
+            content = None
+        markup = t.markup if t.type == "link_open" else ""  # an autolink stays an autolink
+        out.append((t.type, t.tag, t.nesting, attrs, t.info if t.type == "fence" else "", markup,
+                    content, t.meta.get("label") if t.meta else None, t.hidden))
+    return out
+
+
+def _block_structure(text: str) -> list[tuple]:
+    """Block tokens only (inline content not parsed): what an encoder must keep."""
+    return [(t.type, t.tag, t.nesting, t.markup, t.info, t.hidden,
+             _INDENT.sub("\n", t.content) if t.type == "inline" else t.content if t.type in _VERBATIM else None)
+            for t in _BLOCKS.parse(text)]
+
+
+def _is_paragraph(line: str) -> bool:
+    tokens = _BLOCKS.parse(line)
+    return [t.type for t in tokens] == ["paragraph_open", "inline", "paragraph_close"] and tokens[1].content == line
+
+
+def _escape_start(line: str) -> str:
+    """Backslash-escape what would make the line start a block ("1." -> "1\\.",
+    a fence's every backtick, so no code span is left behind)."""
+    m = re.match(r"\d{1,9}(?=[.)])", line)
+    if m:
+        return line[: m.end()] + "\\" + line[m.end():]
+    run = re.match(r"`+|~+", line)
+    if run:
+        return "".join("\\" + c for c in run.group(0)) + line[run.end():]
+    return "\\" + line if line[:1] and line[0] in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~" else line
+
+
+def _lines(t: str) -> list[str]:
+    """A translation's non-blank lines, stripped (a blank line would end the block)."""
+    return [ln.strip() for ln in _EOL.split(t) if ln.strip()]
+
+
+def _fit_lines(lines: list[str], fits: Callable[[list[str]], bool]) -> list[str]:
+    """Lines that keep the block one block: each added line as is, escaped,
+    or joined to the one before (a soft break may become a space)."""
+    out: list[str] = []
+    for ln in lines:
+        tries = [out + [ln], out + [_escape_start(ln)]]
+        if _risky(ln):  # starts a block somewhere, if not here: a neighbour's translation may change
+            tries.reverse()
+        if out and not out[-1].endswith("\\"):
+            tries.append(out[:-1] + [out[-1] + " " + (_escape_start(ln) if _risky(ln) else ln)])
+        tries += [t[:-1] + [_NO_PIPE.sub("&#124;", t[-1])] for t in tries if "|" in t[-1]]  # "a | b\n---": a table
+        out = next((t for t in tries if fits(t)), None)
+        if out is None:
+            raise UnsafeTranslation(f"line {ln[:40]!r} would change the block structure")
+    if not out:
+        raise UnsafeTranslation("empty translation")
+    return out
+
+
+def _risky(line: str) -> bool:
+    return not _is_paragraph(line) or bool(re.match(r"[:~][ \t]", line))
+
+
+def _join(t: str) -> str:
+    """The translation on one line. A line that would start a block on its own
+    is escaped first: joined, two fences could pair up into a code span."""
+    return " ".join(_escape_start(ln) if _risky(ln) else ln for ln in _lines(t))
+
+
+def _fit_line(line: str, fits: Callable[[str], bool]) -> str:
+    for cand in (line, _escape_start(line)):
+        if fits(cand):
+            return cand
+    raise UnsafeTranslation(f"{line[:40]!r} would change the block structure")
+
+
+# -- the document --
+
+@dataclass
+class _Cut:
+    start: int
+    end: int
+    add: Callable[[Document], None]
 
 
 @dataclass
-class _Para:
-    prefixes: list[str] = field(default_factory=list)
-    contents: list[str] = field(default_factory=list)
-    eols: list[str] = field(default_factory=list)
+class _Region:
+    """A top-level block with its neighbours (a list or definition list can
+    continue across a blank line). A translation fits when the region keeps its
+    block structure with the translation in place, and the slot's inline token
+    reads exactly the translation (no line left the block, none joined it)."""
+
+    text: str
+    offset: int
+    want: list[tuple]
+    skeleton: list[tuple] | None = None
+
+    def fits(self, k: int, start: int, end: int, new: str, content: str) -> bool:
+        at = [j for j, w in enumerate(self.want) if w[0] == "inline"][k]
+        want = self.want[:at] + [self.want[at][:-1] + (content,)] + self.want[at + 1:]
+        a, b = start - self.offset, end - self.offset
+        return _block_structure(self.text[:a] + new + self.text[b:]) == want
+
+    def keeps_skeleton(self, start: int, end: int, new: str) -> bool:
+        """The region's whole skeleton, inline included, with new in place."""
+        if self.skeleton is None:
+            self.skeleton = markdown_skeleton(self.text)
+        a, b = start - self.offset, end - self.offset
+        return markdown_skeleton(self.text[:a] + new + self.text[b:]) == self.skeleton
+
+    def reads(self, k: int, content: str) -> bool:
+        inline = [w for w in self.want if w[0] == "inline"]
+        return k < len(inline) and inline[k][-1] == _INDENT.sub("\n", content)
+
+
+class _Source:
+    def __init__(self, text: str):
+        self.text = text
+        self.lines = split_lines(text)
+        self.starts = [0]
+        for ln in self.lines:
+            self.starts.append(self.starts[-1] + len(ln))
+        self.bodies = [ln.rstrip("\r\n") for ln in self.lines]
+        self.eol = "\r\n" if "\r\n" in text else "\n"
+
+    def region(self, lines: list[int]) -> _Region:
+        text = self.text[self.starts[lines[0]]: self.starts[lines[1]]]
+        return _Region(text, self.starts[lines[0]], _block_structure(text))
+
+    def parser_text(self) -> str:
+        """What markdown-it sees: a TOML front matter ("+++") blanked out, lines kept."""
+        if not self.bodies or self.bodies[0].rstrip() != "+++":
+            return self.text
+        end = next((i for i in range(1, len(self.bodies)) if self.bodies[i].rstrip() == "+++"), None)
+        if end is None:
+            return self.text
+        return "\n" * (end + 1) + "".join(self.lines[end + 1:])
 
 
 class MarkdownFormat(Format):
@@ -58,260 +226,224 @@ class MarkdownFormat(Format):
     suffixes = (".md", ".markdown", ".mdown", ".mkd")
 
     def parse(self, text: str) -> Document:
-        return _Parser(text).run()
-
-
-class _Parser:
-    def __init__(self, text: str):
-        self.lines = split_lines(text)
-        self.doc = Document()
-        self.para: _Para | None = None
-        self.list_col = 0
-        self.prev_blank = True
-        self.prev_code = False
-
-    # -- output helpers --
-    def keep(self, s: str) -> None:
-        self.doc.keep(s)
-
-    def flush(self) -> None:
-        p, self.para = self.para, None
-        if p is None:
-            return
-        body = "\n".join(p.contents)
-        if not translatable(body, "md"):
-            for pre, c, e in zip(p.prefixes, p.contents, p.eols):
-                self.keep(pre + c + e)
-            return
-        self.keep(p.prefixes[0])
-        raw_parts = [p.contents[0]]
-        for pre, c, e_prev in zip(p.prefixes[1:], p.contents[1:], p.eols):
-            raw_parts.append(e_prev + pre + c)
-        raw = "".join(raw_parts)
-        core = body.rstrip()
-        trail = raw[len(raw.rstrip()):]
-        raw = raw[: len(raw) - len(trail)]
-        eol = p.eols[0] or "\n"
-        cont = p.prefixes[1:] or [_continuation(p.prefixes[0])]
-
-        def encode(t: str) -> str:
-            lines = [ln.strip() for ln in t.split("\n") if ln.strip()] or [""]
-            out = [lines[0]]
-            for k, ln in enumerate(lines[1:]):
-                out.append(eol + cont[min(k, len(cont) - 1)] + ln)
-            return "".join(out)
-
-        self.doc.add(core, raw=raw, encode=encode, markup="md")
-        self.keep(trail + p.eols[-1])
-
-    def text_segment(self, s: str) -> None:
-        self.doc.add_text(s, markup="md", encode=_one_line)
-
-    # -- blocks --
-    def run(self) -> Document:
-        i = self.front_matter()
-        n = len(self.lines)
-        while i < n:
-            i = self.line(i)
-        self.flush()
-        return self.doc
-
-    def front_matter(self) -> int:
-        if not self.lines or self.lines[0].rstrip() not in ("---", "+++"):
-            return 0
-        fence = self.lines[0].rstrip()
-        closers = ("---", "...") if fence == "---" else ("+++",)
-        end = next((j for j in range(1, len(self.lines)) if self.lines[j].rstrip() in closers), None)
-        if end is None:
-            return 0
-        self.keep(self.lines[0])
-        for line in self.lines[1:end]:
-            m = re.match(r"^([A-Za-z_][\w-]*)([ \t]*[:=][ \t]*)(.*?)([ \t]*(?:\r\n|\n|\r)?)$", line)
-            if fence == "---" and m and m.group(1) in FRONT_MATTER_KEYS and m.group(3):
-                self.keep(m.group(1) + m.group(2))
-                _yaml_value(self.doc, m.group(3))
-                self.keep(m.group(4))
+        src = _Source(text)
+        tokens = _BLOCKS.parse(src.parser_text())
+        cuts: list[_Cut] = []
+        tops = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map]
+        b = -1
+        for i, t in enumerate(tokens):
+            if b + 1 < len(tops) and i == tops[b + 1]:
+                b += 1
+                first, last = tops[max(b - 1, 0)], tops[min(b + 1, len(tops) - 1)]
+                region = src.region([tokens[first].map[0], tokens[last].map[1]])
+            if t.type == "front_matter" and t.map:
+                cuts += _front_matter(src, t.map[0] + 1, t.map[1] - 1)
+            elif t.type == "html_block" and t.map:
+                cuts += _html_block(src, t)
+            if t.type not in _NOTES and t.type != "tr_open":
+                continue
+            k = sum(1 for x in tokens[first: i] if x.type == "inline")  # inline tokens before this one
+            if t.type == "tr_open":
+                cells = []
+                for c in tokens[i + 1:]:
+                    if c.type == "tr_close":
+                        break
+                    if c.type == "inline":
+                        cells.append(c.content)
+                if all(region.reads(k + j, c) for j, c in enumerate(cells)):
+                    cuts += _row(src, region, k, t.map[0], cells)
+            elif not region.reads(k, tokens[i + 1].content):
+                continue  # the region parses differently alone: leave it verbatim
+            elif t.type == "heading_open" and t.markup.startswith("#"):
+                cuts += _atx(src, region, k, tokens[i + 1], len(t.markup))
             else:
-                self.keep(line)
-        self.keep(self.lines[end])
-        return end + 1
+                task = t.type == "paragraph_open" and i > 0 and tokens[i - 1].type == "list_item_open"
+                cuts += _block(src, region, k, tokens[i + 1], _NOTES[t.type], task=task)
+        return _assemble(text, cuts)
 
-    def line(self, i: int) -> int:
-        line = self.lines[i]
-        content, eol = _split_eol(line)
-        q = _QUOTE.match(content)
-        qpre = q.group(0) if q else ""
-        rest = content[len(qpre):]
-        indent = _width(rest) - _width(rest.lstrip(" \t"))
+    def skeleton(self, text: str) -> list[tuple]:
+        return markdown_skeleton(text)
 
-        if not rest.strip():
-            self.flush()
-            self.keep(line)
-            self.prev_blank = True
-            return i + 1
-        was_blank, self.prev_blank = self.prev_blank, False
 
-        if self.para is None and (was_blank or self.prev_code) and not _MARKER.match(rest) \
-                and indent >= self.list_col + 4:
-            self.keep(line)  # indented code
-            self.prev_code = True
-            return i + 1
-        self.prev_code = False
-        if was_blank and self.list_col and indent < self.list_col and not _MARKER.match(rest):
-            self.list_col = 0
-            if indent >= 4:
-                self.keep(line)
-                self.prev_code = True
-                return i + 1
-
-        m = _FENCE.match(rest)
-        if m:
-            self.flush()
-            return self.fenced(i, m.group(1))
-        if _HR.match(rest) or (self.para is not None and _SETEXT.match(rest)):
-            self.flush()
-            self.keep(line)
-            return i + 1
-        m = _HEADING.match(rest)
-        if m:
-            self.flush()
-            self.keep(qpre + m.group(1) + m.group(2))
-            self.text_segment(m.group(3))
-            self.keep(m.group(4) + eol)
-            return i + 1
-        if "|" in rest and i + 1 < len(self.lines) and self.para is None:
-            nxt = _split_eol(self.lines[i + 1])[0]
-            nxt = nxt[len(_QUOTE.match(nxt).group(0)):] if _QUOTE.match(nxt) else nxt
-            if "|" in nxt and _TABLE_DELIM.match(nxt):
-                return self.table(i)
-        if self.para is None and _HTML_START.match(rest):
-            return self.html_block(i)
-        if _LINKDEF.match(rest):
-            self.flush()
-            self.keep(line)
-            return i + 1
-
-        m = _MARKER.match(rest) or _FOOTNOTE.match(rest)
-        if m:
-            self.flush()
-            pre = qpre + m.group(0)
-            body = rest[len(m.group(0)):]
-            if m.re is _MARKER:
-                self.list_col = _width(m.group(0))
-            fm = _FENCE.match(body)
-            if fm:  # "- ```" : a fence opening inside a list item
-                self.keep(qpre + m.group(0))
-                return self.fenced(i, fm.group(1), first=body + eol)
-            if not body.strip():
-                self.keep(line)
-                return i + 1
-            self.para = _Para([pre], [body], [eol])
-            return i + 1
-
-        lead = rest[: len(rest) - len(rest.lstrip(" \t"))]
-        if self.para is None:
-            self.para = _Para([qpre + lead], [rest.lstrip(" \t")], [eol])
-        else:
-            self.para.prefixes.append(qpre + lead)
-            self.para.contents.append(rest.lstrip(" \t"))
-            self.para.eols.append(eol)
-        return i + 1
-
-    def fenced(self, i: int, fence: str, first: str | None = None) -> int:
-        self.keep(self.lines[i] if first is None else first)
-        j = i + 1
-        closer = re.compile(r"^[ \t]*" + re.escape(fence[0]) + "{%d,}[ \t]*$" % len(fence))
-        while j < len(self.lines):
-            content = _split_eol(self.lines[j])[0]
-            q = _QUOTE.match(content)
-            self.keep(self.lines[j])
-            j += 1
-            if closer.match(content[len(q.group(0)):] if q else content):
-                break
-        return j
-
-    def table(self, i: int) -> int:
-        self.flush()
-        j = i
-        while j < len(self.lines):
-            content, eol = _split_eol(self.lines[j])
-            if "|" not in content or not content.strip():
-                break
-            if j == i + 1:
-                self.keep(self.lines[j])  # delimiter row
-            else:
-                q = _QUOTE.match(content)
-                qpre = q.group(0) if q else ""
-                self.keep(qpre)
-                for k, cell in enumerate(_cells(content[len(qpre):])):
-                    if k % 2:
-                        self.keep(cell)
-                    else:
-                        self.text_segment(cell)
-                self.keep(eol)
-            j += 1
-        return j
-
-    def html_block(self, i: int) -> int:
-        self.flush()
-        first = _split_eol(self.lines[i])[0]
-        raw_tag = _HTML_RAW.match(first)
-        if first.lstrip().startswith("<!--"):
-            end = lambda s: "-->" in s  # noqa: E731
-        elif raw_tag:
-            tag = raw_tag.group(1).lower()
-            end = lambda s: f"</{tag}" in s.lower()  # noqa: E731
-        else:
-            end = None
-        j = i
-        while j < len(self.lines):
-            line = self.lines[j]
-            if end is None and not line.strip():
-                break
-            j += 1
-            if end is not None and end(line):
-                break
-        block = "".join(self.lines[i:j])
-        if end is not None and not raw_tag:  # a comment
-            self.keep(block)
-        else:
-            self.doc.extend(HtmlFormat().parse(block))
-        self.prev_blank = False
-        return j
+def _assemble(text: str, cuts: list[_Cut]) -> Document:
+    doc = Document()
+    pos = 0
+    for c in sorted(cuts, key=lambda c: c.start):
+        if c.start < pos:
+            continue
+        doc.keep(text[pos:c.start])
+        c.add(doc)
+        pos = c.end
+    doc.keep(text[pos:])
+    return doc
 
 
 def _continuation(prefix: str) -> str:
-    """Prefix for added lines of a one-line paragraph: quote markers kept,
-    list markers turned into spaces."""
-    q = _QUOTE.match(prefix)
-    qpre = q.group(0) if q else ""
-    rest = prefix[len(qpre):]
-    return qpre + " " * _width(rest)
+    """The prefix for an added line: quote markers kept, everything else
+    (list markers, footnote labels, indentation) turned into as many spaces."""
+    return "".join(c if c in ">\t" else " " for c in prefix)
 
 
-def _cells(row: str) -> list[str]:
-    """Alternating [cell, separator, cell, ...]; pipes inside `code` or escaped are not separators."""
-    out, cur, k, in_code = [], [], 0, 0
-    while k < len(row):
-        c = row[k]
-        if c == "\\" and k + 1 < len(row):
-            cur.append(row[k: k + 2])
-            k += 2
-            continue
-        if c == "`":
-            n = len(row[k:]) - len(row[k:].lstrip("`"))
-            in_code = 0 if in_code == n else (n if not in_code else in_code)
-            cur.append("`" * n)
-            k += n
-            continue
-        if c == "|" and not in_code:
-            out.extend(["".join(cur), "|"])
-            cur = []
+def _locate(src: _Source, first: int, content: str) -> list[int] | None:
+    """Offset where each content line starts in the source, or None when the
+    source lines do not end in the content lines (tabs in odd places)."""
+    offsets = []
+    for k, c in enumerate(content.split("\n")):
+        line = first + k
+        if line >= len(src.bodies):
+            return None
+        body = src.bodies[line].rstrip(" \t")
+        c = c.strip(" \t")
+        if not c or not body.endswith(c):
+            return None
+        offsets.append(src.starts[line] + len(body) - len(c))
+    return offsets
+
+
+def _cut(region: _Region, start: int, end: int, text: str, raw: str, encode: Callable[[str], str],
+         note: str) -> _Cut:
+    """A Markdown segment: its encoder's output is checked against its region."""
+    check = functools.partial(region.keeps_skeleton, start, end)
+    return _Cut(start, end, lambda doc: doc.add(text, raw=raw, encode=encode, markup="md", note=note, check=check))
+
+
+def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task: bool = False) -> list[_Cut]:
+    """A paragraph-like block over one or more lines."""
+    if not inline.map:
+        return []
+    offsets = _locate(src, inline.map[0], inline.content)
+    if offsets is None:
+        return []
+    lead = ""  # a task list's checkbox: verbatim, but what the inline token reads first
+    m = _TASK.match(src.text[offsets[0]:]) if task else None
+    if m:
+        if len(offsets) == 1 and offsets[0] + m.end() >= src.starts[inline.map[0]] + len(
+                src.bodies[inline.map[0]].rstrip()):
+            return []  # a checkbox and nothing else
+        lead = m.group(0)
+        offsets[0] += m.end()
+    first = inline.map[0]
+    n = len(offsets)
+    last_body = src.bodies[first + n - 1].rstrip(" \t")
+    start, end = offsets[0], src.starts[first + n - 1] + len(last_body)
+    pieces = []
+    for j, off in enumerate(offsets):
+        piece = src.text[off: src.starts[first + j] + len(src.bodies[first + j])]
+        stripped = piece.rstrip(" \t")
+        if j < n - 1 and piece.endswith("  "):  # a trailing-spaces hard break: made visible
+            piece = piece if stripped.endswith("\\") else stripped + "\\"
         else:
-            cur.append(c)
-        k += 1
-    out.append("".join(cur))
+            piece = stripped
+        pieces.append(piece)
+    text = "\n".join(pieces)
+    if not translatable(text, "md"):
+        return []
+    prefix = src.text[src.starts[first]: offsets[0]]
+    joiner = src.eol + _continuation(prefix)
+
+    def encode(t: str) -> str:
+        return joiner.join(_fit_lines(_lines(t), lambda ls: region.fits(
+            k, start, end, joiner.join(ls), lead + "\n".join(ls))))
+
+    return [_cut(region, start, end, text, src.text[start:end], encode, note)]
+
+
+def _atx(src: _Source, region: _Region, k: int, inline: Token, level: int) -> list[_Cut]:
+    if not inline.map or not translatable(inline.content, "md"):
+        return []
+    line = inline.map[0]
+    body = src.bodies[line]
+    head = re.match(r"[^#]*#{%d}[ \t]*" % level, body)  # container prefix and the opening hashes
+    at = body.find(inline.content, head.end() if head else 0)
+    if at < 0:
+        return []
+    start = src.starts[line] + at
+    end = start + len(inline.content)
+
+    def encode(t: str) -> str:
+        line = _CLOSING_HASHES.sub(lambda m: m.group(1) + "\\" + m.group(2), _join(t))
+        return _fit_line(line, lambda c: region.fits(k, start, end, c, c))
+
+    return [_cut(region, start, end, inline.content, inline.content, encode, "heading")]
+
+
+def _cell_spans(body: str) -> list[tuple[int, int]]:
+    """(start, end) of each cell of a table row: split at pipes not preceded by
+    a backslash (as markdown-it does), outer empty cells dropped, cells stripped."""
+    pipes = [m.start() for m in re.finditer(r"(?<!\\)\|", body)]
+    bounds = [-1] + pipes + [len(body)]
+    spans = [(a + 1, b) for a, b in zip(bounds, bounds[1:])]
+    if spans and not body[spans[0][0]: spans[0][1]].strip():
+        spans.pop(0)
+    if spans and not body[spans[-1][0]: spans[-1][1]].strip():
+        spans.pop()
+    out = []
+    for a, b in spans:
+        cell = body[a:b]
+        lead = len(cell) - len(cell.lstrip())
+        out.append((a + lead, a + len(cell.rstrip())))
     return out
+
+
+def _escape_cell(t: str) -> str:
+    t = _NO_PIPE.sub(r"\\|", _join(t))
+    return t + " " if t.endswith("\\") else t  # a trailing backslash would escape the next pipe
+
+
+def _row(src: _Source, region: _Region, k: int, line: int, cells: list[str]) -> list[_Cut]:
+    body = src.bodies[line]
+    spans = _cell_spans(body)
+    cuts = []
+    for j, ((a, b), content) in enumerate(zip(spans, cells)):
+        text = body[a:b]
+        if text.replace("\\|", "|") != content or not translatable(text, "md"):
+            continue
+        start = src.starts[line] + a
+
+        def encode(t: str, start=start, end=start + len(text), k=k + j) -> str:
+            return _fit_line(_escape_cell(t), lambda c: region.fits(k, start, end, c, c.replace("\\|", "|").strip()))
+
+        cuts.append(_cut(region, start, start + len(text), text, text, encode, "table cell"))
+    return cuts
+
+
+def _html_block(src: _Source, t: Token) -> list[_Cut]:
+    """An HTML block outside any container: its text and alt/title translated
+    as HTML; a translation never gets a blank line (that would end the block)."""
+    a, b = t.map
+    start, end = src.starts[a], src.starts[b]
+    raw = src.text[start:end]
+    if _EOL.sub("\n", raw) != t.content:
+        return []
+    sub = HtmlFormat().parse(raw)
+    if not sub.segments:
+        return []
+    for k, p in enumerate(sub.parts):
+        if isinstance(p, Slot):
+            sub.parts[k] = Slot(p.ids, p.raw, _no_blank_lines(p.encode, src.eol))
+    return [_Cut(start, end, lambda doc: doc.extend(sub))]
+
+
+def _no_blank_lines(enc: Callable[..., str], eol: str) -> Callable[..., str]:
+    def encode(*ts: str) -> str:
+        out = enc(*ts)
+        return eol.join(ln for ln in _EOL.split(out) if ln.strip())
+    return encode
+
+
+def _front_matter(src: _Source, first: int, end: int) -> list[_Cut]:
+    cuts = []
+    for line in range(first, end):
+        m = _YAML_LINE.match(src.bodies[line])
+        if m and m.group(1) in FRONT_MATTER_KEYS and m.group(3):
+            start = src.starts[line] + m.start(3)
+            value = m.group(3)
+            cuts.append(_Cut(start, start + len(value), lambda doc, v=value: _yaml_value(doc, v)))
+    return cuts
+
+
+def _one_line_yaml(t: str) -> str:
+    return " ".join(_lines(t))
 
 
 def _yaml_value(doc: Document, value: str) -> None:
@@ -324,15 +456,19 @@ def _yaml_value(doc: Document, value: str) -> None:
             return
 
         def enc(t: str, q=q) -> str:
-            t = _one_line(t)
+            t = _one_line_yaml(t)
             return q + (t.replace("'", "''") if q == "'" else t.replace("\\", "\\\\").replace('"', '\\"')) + q
 
         doc.add(text, raw=value, encode=enc, markup="text", note="front matter")
     elif value[0] in "[{|>&*!%@`#":
         doc.keep(value)
     else:
-        # plain scalar: quote the translation when it would not parse as one
-        doc.add_text(value, note="front matter",
-                     encode=lambda t: (lambda s: s if re.fullmatch(r"[^:#'\"\[\]{},&*!|>%@`]+", s)
-                                       and not s.startswith(("-", "?")) else '"' + s.replace("\\", "\\\\")
-                                       .replace('"', '\\"') + '"')(_one_line(t)))
+        doc.add_text(value, note="front matter", encode=_plain_scalar)
+
+
+def _plain_scalar(t: str) -> str:
+    """A plain YAML scalar, quoted when the translation would not parse as one."""
+    s = _one_line_yaml(t)
+    if re.fullmatch(r"[^:#'\"\[\]{},&*!|>%@`]+", s) and not s.startswith(("-", "?")):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -20,9 +20,12 @@ def unquote(lit: str) -> str:
     return re.sub(r"\\(.)", lambda m: _ESC.get(m.group(1), "\\" + m.group(1)), body)
 
 
+_QUOTE = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\r": "\\r", "\n": "\\n", "\a": "\\a", "\b": "\\b",
+          "\f": "\\f", "\v": "\\v"}
+
+
 def quote(s: str) -> str:
-    s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\t", "\\t").replace("\r", "\\r")
-    return '"' + s.replace("\n", "\\n") + '"'
+    return '"' + re.sub(r'[\\"\t\r\n\a\b\f\v]', lambda m: _QUOTE[m.group(0)], s) + '"'
 
 
 def msgstr_lines(keyword: str, value: str, eol: str) -> str:
@@ -103,6 +106,30 @@ class PoFormat(Format):
                         encode=lambda t, cut=cut: cut(msgstr_lines("msgstr", t, eol)))
             doc.keep("".join(lines[e.msgstr_end:]))
         return doc
+
+    def skeleton(self, text: str) -> list[tuple]:
+        return po_skeleton(text)
+
+
+_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def po_skeleton(text: str) -> list[tuple]:
+    """Per entry: comments and flags, msgctxt, msgid, msgid_plural, which
+    msgstr forms it has, and whether every line is well formed."""
+    out = []
+    for lines in _entries(text):
+        if not "".join(lines).strip():
+            continue
+        e = _Entry(lines)
+        well_formed = all(
+            not ln.strip() or ln.startswith("#")
+            or (m := _KEYWORD.match(ln.rstrip("\r\n")) or _CONT.match(ln.rstrip("\r\n")))
+            and _LITERAL.fullmatch(m.group(m.lastindex)) for ln in lines)
+        out.append((tuple(ln.rstrip() for ln in lines if ln.startswith("#")), e.fields.get("msgctxt"),
+                    e.fields.get("msgid"), e.fields.get("msgid_plural"),
+                    tuple(sorted(k for k in e.fields if k.startswith("msgstr"))), well_formed))
+    return out
 
 
 def _entries(text: str) -> list[list[str]]:

@@ -22,6 +22,10 @@ class TextFormat(Format):
                 doc.add_text(chunk, encode=_no_blank_lines)
         return doc
 
+    def skeleton(self, text: str) -> int:
+        """The number of paragraphs."""
+        return sum(1 for i, c in enumerate(_PARA_SPLIT.split(text)) if i % 2 == 0 and c.strip())
+
 
 def _no_blank_lines(t: str) -> str:
     """A translation must not split its paragraph in two."""

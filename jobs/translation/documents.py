@@ -1,9 +1,14 @@
 """Many documents, one run: every segment of every file goes to the
 Translator together (one batch for the engine), then each file is rendered.
-A failed segment keeps its source text and is reported."""
+A failed segment keeps its source text and is reported, and so does one whose
+translation the format cannot write without changing the file's structure.
+Output files are written atomically (write_atomic)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,12 +69,39 @@ def translate_documents(jobs: list[FileJob], translator: Translator,
             continue
         outs = by_job[id(j)]
         texts = [o.text if o.text is not None else s.text for s, o in zip(j.doc.segments, outs)]
-        r = DocumentResult(j.name, str(j.out) if j.out else None, j.doc.render(texts),
+        rendered = j.fmt.render(j.doc, texts)
+        r = DocumentResult(j.name, str(j.out) if j.out else None, rendered.text,
                            segments=len(outs), reused=sum(o.origin == "memory" for o in outs))
-        for s, o in zip(j.doc.segments, outs):
+        for i, (s, o) in enumerate(zip(j.doc.segments, outs)):
             if o.text is None:
                 r.failed.append({"segment": s.text, "problems": o.problems})
+            elif i in rendered.rejected:
+                r.failed.append({"segment": s.text, "problems": [rendered.rejected[i]]})
             for w in o.warnings:
                 r.warnings.append({"segment": s.text, "warning": w})
         results.append(r)
     return results
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text (UTF-8) to a temp file in path's folder, then rename it over
+    path: a killed run leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
