@@ -212,13 +212,15 @@ def leak_problems(source: str, output: str, leaks: Leaks) -> list[str]:
 
 # -- 5. length ----------------------------------------------------------------------------
 
-# Characters a language spends on what English says in 100 (measured on parallel text;
-# CJK packs far more per character). Unknown languages count as 100, with wider bounds.
+# Characters (spaces and Markdown left out) a language spends on what English says in 100.
+# fr 118 and ja 60 are the medians measured on examples/fidelity with Qwen2.5-0.5B-Instruct;
+# the others are from parallel text. Unknown languages count as 100, with wider bounds.
 DENSITY = {"en": 100, "fr": 118, "es": 115, "it": 112, "pt": 112, "de": 120, "nl": 115, "ru": 110,
            "pl": 110, "sv": 100, "da": 100, "no": 100, "nb": 100, "fi": 105, "cs": 100, "tr": 100,
            "uk": 110, "ro": 112, "hu": 110, "el": 115, "bg": 110, "ca": 112, "vi": 120, "id": 115,
-           "ms": 115, "ja": 38, "zh": 30, "ko": 45, "ar": 95, "he": 85, "fa": 100, "hi": 105, "th": 95}
-SPREAD = 2.2  # the accepted band: expected length / SPREAD .. expected length * SPREAD
+           "ms": 115, "ja": 60, "zh": 45, "ko": 55, "ar": 95, "he": 85, "fa": 100, "hi": 105, "th": 95}
+SPREAD = 2.2  # the accepted band: expected / SPREAD .. expected * SPREAD (honest fr: 0.64-2.0x
+#               for short segments, 0.9-1.5x from 30 characters; prompt leaks: 6x and more)
 SLACK = 12  # characters either way, for short segments (a word can become three)
 
 
