@@ -225,6 +225,21 @@ def test_markdown_crlf_file_stays_crlf():
     assert "  Compte les tâches\r\n  \\- par file.\r\n" in r.text
 
 
+def test_markdown_long_lists_quotes_and_tables_are_checked_piece_by_piece():
+    """Past 30 lines a list, quote or table is checked a few items (a row) at
+    a time: every segment is still found and every hostile line escaped."""
+    text = ("| Name | Meaning |\n|---|---|\n" + "".join(f"| `o{i}` | Option {i} |\n" for i in range(40))
+            + "\n" + "".join(f"- Item {i}\n  wraps\n" for i in range(40))
+            + "\n" + "".join(f"> Quoted {i}.\n>\n" for i in range(40)) + "\nTerm\n: Definition.\n")
+    doc = MD.parse(text)
+    assert len(doc.segments) == 2 + 40 + 40 + 40 + 2
+    ts = [s.text + " | x\n- y\n> z\n: w\n---" for s in doc.segments]
+    r = MD.render(doc, ts)
+    assert r.rejected == {}
+    assert MD.skeleton(r.text) == MD.skeleton(text)
+    assert "| Option 39 \\| x \\- y \\> z \\: w \\--- |" in r.text
+
+
 def test_markdown_skeleton_ignores_soft_breaks_only():
     sk = MD.skeleton
     assert sk("Some *text* here\nand there.\n") == sk("Other *words*\nin\nthree lines.\n")

@@ -38,6 +38,8 @@ _YAML_LINE = re.compile(r"^([A-Za-z_][\w-]*)([ \t]*:[ \t]*)(.*?)[ \t]*$")
 _TASK = re.compile(r"^\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
+_LONG = 30  # lines: a longer top-level list is checked a few items at a time
+_SPLIT = frozenset(("bullet_list_open", "ordered_list_open", "blockquote_open", "table_open"))
 _INDENT = re.compile(r"\n[ \t]+")  # a line's indentation in inline content: not text
 _NO_PIPE = re.compile(r"(?<!\\)\|")
 _VERBATIM = frozenset("fence code_block html_block math_block front_matter".split())
@@ -175,7 +177,7 @@ class _Region:
     reads exactly the translation (no line left the block, none joined it)."""
 
     text: str
-    offset: int
+    offset: int  # where text[0] would be in the file (a long table's header is put before a row)
     want: list[tuple]
     skeleton: list[tuple] | None = None
 
@@ -207,9 +209,10 @@ class _Source:
         self.bodies = [ln.rstrip("\r\n") for ln in self.lines]
         self.eol = "\r\n" if "\r\n" in text else "\n"
 
-    def region(self, lines: list[int]) -> _Region:
-        text = self.text[self.starts[lines[0]]: self.starts[lines[1]]]
-        return _Region(text, self.starts[lines[0]], _block_structure(text))
+    def region(self, lines: tuple[int, int], head: tuple[int, int] | None = None) -> _Region:
+        before = self.text[self.starts[head[0]]: self.starts[head[1]]] if head else ""
+        text = before + self.text[self.starts[lines[0]]: self.starts[lines[1]]]
+        return _Region(text, self.starts[lines[0]] - len(before), _block_structure(text))
 
     def parser_text(self) -> str:
         """What markdown-it sees: a TOML front matter ("+++") blanked out, lines kept."""
@@ -229,20 +232,22 @@ class MarkdownFormat(Format):
         src = _Source(text)
         tokens = _BLOCKS.parse(src.parser_text())
         cuts: list[_Cut] = []
-        tops = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0 and t.map]
-        b = -1
+        units = iter(_units(tokens))
+        unit = next(units, None)
+        inlines = [0]  # inline tokens before each token
+        for t in tokens:
+            inlines.append(inlines[-1] + (t.type == "inline"))
         for i, t in enumerate(tokens):
-            if b + 1 < len(tops) and i == tops[b + 1]:
-                b += 1
-                first, last = tops[max(b - 1, 0)], tops[min(b + 1, len(tops) - 1)]
-                region = src.region([tokens[first].map[0], tokens[last].map[1]])
+            if unit is not None and i == unit.at:
+                region, first, k_base = src.region(unit.lines, unit.head), unit.count_from, unit.k_base
+                unit = next(units, None)
             if t.type == "front_matter" and t.map:
                 cuts += _front_matter(src, t.map[0] + 1, t.map[1] - 1)
             elif t.type == "html_block" and t.map:
                 cuts += _html_block(src, t)
             if t.type not in _NOTES and t.type != "tr_open":
                 continue
-            k = sum(1 for x in tokens[first: i] if x.type == "inline")  # inline tokens before this one
+            k = k_base + inlines[i] - inlines[first]  # the region's inline tokens before this one
             if t.type == "tr_open":
                 cells = []
                 for c in tokens[i + 1:]:
@@ -263,6 +268,48 @@ class MarkdownFormat(Format):
 
     def skeleton(self, text: str) -> list[tuple]:
         return markdown_skeleton(text)
+
+
+@dataclass
+class _Unit:
+    """Where a region starts (token index), its lines, the lines put before
+    them (a long table's header), the token inline tokens are counted from,
+    and how many inline tokens the header adds before those."""
+
+    at: int
+    lines: tuple[int, int]
+    head: tuple[int, int] | None = None
+    count_from: int = 0
+    k_base: int = 0
+
+
+def _units(tokens: list[Token]) -> list[_Unit]:
+    """Regions: each top-level block with its neighbours; a long top-level list
+    or quote a few items or blocks at a time; a long table one row (under its
+    header) at a time."""
+    blocks: list[int] = []
+    rows: dict[int, _Unit] = {}
+    long, header_cells, table = "", 0, None
+    for i, t in enumerate(tokens):
+        if not t.map or t.nesting < 0:
+            continue
+        if t.level == 0:
+            long = t.type if t.map[1] - t.map[0] > _LONG else ""
+            table = t if long == "table_open" else None
+            if long not in _SPLIT:
+                blocks.append(i)
+        elif long in _SPLIT and long != "table_open" and t.level == 1 and t.type != "inline":
+            blocks.append(i)  # a list item, or a block in a quote
+        elif table is not None and t.type == "tr_open":
+            head = (table.map[0], table.map[0] + 2)
+            if t.map[0] == table.map[0]:  # the header row: header and delimiter lines
+                header_cells = sum(1 for x in tokens[i:] if x.type == "inline" and x.map == t.map)
+                rows[i] = _Unit(i, head, count_from=i)
+            else:
+                rows[i] = _Unit(i, tuple(t.map), head, count_from=i, k_base=header_cells)
+    units = [_Unit(at, (tokens[blocks[max(b - 1, 0)]].map[0], tokens[blocks[min(b + 1, len(blocks) - 1)]].map[1]),
+                   count_from=blocks[max(b - 1, 0)]) for b, at in enumerate(blocks)]
+    return sorted(units + list(rows.values()), key=lambda u: u.at)
 
 
 def _assemble(text: str, cuts: list[_Cut]) -> Document:
