@@ -23,20 +23,6 @@ def _init_backend(verbose: bool) -> None:
         _backend_ready = True
 
 
-def _cpu_repack() -> bool:
-    """Repacked CPU weight layouts (llama.cpp's extra buffer types), unless
-    LLAMAQ_CPU_REPACK=0. Off by default on AMX CPUs: there the AMX layout's
-    batched kernels crash (SIGSEGV) on the first multi-token decode when the
-    sandbox does not grant AMX state (seen with Gemma 3 and Qwen2.5 Q4_K_M)."""
-    env = os.environ.get("LLAMAQ_CPU_REPACK")
-    if env is not None:
-        return env != "0"
-    try:
-        return "amx_tile" not in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-
-
 class Model:
     """Owns a llama_model. Tokenizer calls are thread-safe (read-only vocab)."""
 
@@ -49,7 +35,6 @@ class Model:
         _init_backend(verbose)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 0x7FFFFFFF
-        params.use_extra_bufts = _cpu_repack()
         ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
             raise ModelLoadError(f"could not load model (not a valid GGUF file?): {path}")
