@@ -36,7 +36,7 @@ class Upper:
             self.calls += 1
             p = job.prompt
             seg = p.messages[-1]["content"] if p.messages else p.text.rsplit("\nText: ", 1)[-1].rsplit("\n", 1)[0]
-            retry = job.temperature > 0 or (len(p.messages) > 2 if p.messages else not p.text.startswith("Translate"))
+            retry = job.temperature > 0 or (len(p.messages) == 2 if p.messages else not p.text.startswith("Translate"))
             self.seen.append(seg)
             keep = re.compile(r"⟦\d+⟧|\{\w+\}|%s")
             out = "".join(part if keep.fullmatch(part) else part.upper() for part in re.split(r"(⟦\d+⟧|\{\w+\}|%s)", seg))

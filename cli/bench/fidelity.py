@@ -4,8 +4,8 @@ the real pipeline (verification and retry ladder included) with one model.
 Reports segments accepted on the first try, after a retry, and left in
 source; documents whose output has the same structure as their source; prompt
 text found anywhere in the outputs (an independent scan of whole documents);
-and the speed of the batched pipeline against the same prompts one at a time
-through llama-cpp-python (first attempts on a subset, same run)."""
+and the speed of the batched pipeline against the same jobs sent one at a
+time to the same engine (first attempts on a subset, same run)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def command(model, docs, tgt, src, parallel, speed_segments, n_gpu_layers, out_p
         results = translate_documents(jobs, tr)
         seconds = time.perf_counter() - t0
         calls, style = sub.calls, tr.prompts.style
-        speed = _speed(eng, tr, jobs, speed_segments, model_path, n_gpu_layers) if speed_segments else None
+        speed = _speed(eng, tr, jobs, speed_segments) if speed_segments else None
     finally:
         eng.close()
 
@@ -142,30 +142,36 @@ class _Recording(Translator):
         return self.outcomes
 
 
-def _speed(eng, tr, jobs, n: int, model_path: Path, n_gpu_layers: int) -> dict:
+def _speed(eng, tr, jobs, n: int) -> dict:
     """First attempts of n segments: all at once through the pipeline, then the
-    same prompts one at a time through llama-cpp-python's create_completion."""
-    from jobs.placeholders import protect
+    same jobs one at a time (each waits for the previous) on the same engine."""
     from jobs.translation import EngineSubmitter
-    from jobs.translation.pipeline import Rung, max_tokens_for
+    from jobs.translation.pipeline import Rung
 
     segs = [s for j in jobs if j.doc for s in j.doc.segments][:n]
-    batched = Translator(EngineSubmitter(eng), tgt=tr.tgt, src=tr.src, ladder=(Rung(),))
+    batched = _Recording(EngineSubmitter(eng), tgt=tr.tgt, src=tr.src, ladder=(Rung(),))
     t0 = time.perf_counter()
     batched.translate(segs)
     t_batched = time.perf_counter() - t0
-    prompts = []
-    for s in segs:
-        p = batched.prompts.build(protect(s.text.strip(), s.markup).text)
-        text = eng.render_chat(p.messages) if p.messages is not None else p.text
-        prompts.append((text, p.stop + (eng.chat_stop if p.messages is not None else []), max_tokens_for(s.text)))
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(model_path), n_ctx=4096, n_gpu_layers=n_gpu_layers, verbose=False)
+    one = _OneAtATime(eng)
     t0 = time.perf_counter()
-    for text, stop, mt in prompts:
-        llm.create_completion(text, max_tokens=mt, temperature=0.0, stop=stop or None)
+    Translator(one, tgt=tr.tgt, src=tr.src, ladder=(Rung(),)).translate(segs)
     t_one = time.perf_counter() - t0
-    del llm
     return {"segments": len(segs), "batched_s": round(t_batched, 3), "one_at_a_time_s": round(t_one, 3),
             "ratio": round(t_one / t_batched, 3) if t_batched else 0.0}
+
+
+class _OneAtATime:
+    """The engine driven segment by segment: one request, its answer, the next."""
+
+    def __init__(self, eng):
+        from jobs.translation import EngineSubmitter
+
+        self.inner = EngineSubmitter(eng)
+        self.model_id, self.has_chat_template, self.calls = self.inner.model_id, self.inner.has_chat_template, 0
+
+    def run(self, jobs):
+        for i, job in enumerate(jobs):
+            for _, c in self.inner.run([job]):
+                self.calls += 1
+                yield i, c

@@ -12,18 +12,19 @@ NAMES = {
     "ro": "Romanian", "bg": "Bulgarian", "ca": "Catalan", "fa": "Persian", "ms": "Malay",
 }
 
-# The same two sentences in several languages; few-shot pairs for base models.
+# The same sentences in several languages (a short label among them: a lone word is a
+# segment too); few-shot pairs for base models and worked examples for chat models.
 EXAMPLES = {
-    "en": ["Hello, {name}! Welcome back.", "Click <b>Save</b> to keep your changes."],
-    "ja": ["こんにちは、{name}さん！おかえりなさい。", "変更を保存するには<b>保存</b>をクリックしてください。"],
-    "de": ["Hallo, {name}! Willkommen zurück.", "Klicken Sie auf <b>Speichern</b>, um Ihre Änderungen zu behalten."],
-    "fr": ["Bonjour, {name} ! Bon retour parmi nous.", "Cliquez sur <b>Enregistrer</b> pour conserver vos modifications."],
-    "es": ["¡Hola, {name}! Bienvenido de nuevo.", "Haz clic en <b>Guardar</b> para conservar tus cambios."],
-    "it": ["Ciao, {name}! Bentornato.", "Fai clic su <b>Salva</b> per mantenere le modifiche."],
-    "pt": ["Olá, {name}! Bem-vindo de volta.", "Clique em <b>Salvar</b> para manter suas alterações."],
-    "ru": ["Привет, {name}! С возвращением.", "Нажмите <b>Сохранить</b>, чтобы сохранить изменения."],
-    "zh": ["你好，{name}！欢迎回来。", "点击<b>保存</b>以保留您的更改。"],
-    "ko": ["안녕하세요, {name}님! 다시 오신 것을 환영합니다.", "변경 사항을 유지하려면 <b>저장</b>을 클릭하세요."],
+    "en": ["Hello, {name}! Welcome back.", "Click <b>Save</b> to keep your changes.", "Sign in"],
+    "ja": ["こんにちは、{name}さん！おかえりなさい。", "変更を保存するには<b>保存</b>をクリックしてください。", "ログイン"],
+    "de": ["Hallo, {name}! Willkommen zurück.", "Klicken Sie auf <b>Speichern</b>, um Ihre Änderungen zu behalten.", "Anmelden"],
+    "fr": ["Bonjour, {name} ! Bon retour parmi nous.", "Cliquez sur <b>Enregistrer</b> pour conserver vos modifications.", "Se connecter"],
+    "es": ["¡Hola, {name}! Bienvenido de nuevo.", "Haz clic en <b>Guardar</b> para conservar tus cambios.", "Iniciar sesión"],
+    "it": ["Ciao, {name}! Bentornato.", "Fai clic su <b>Salva</b> per mantenere le modifiche.", "Accedi"],
+    "pt": ["Olá, {name}! Bem-vindo de volta.", "Clique em <b>Salvar</b> para manter suas alterações.", "Entrar"],
+    "ru": ["Привет, {name}! С возвращением.", "Нажмите <b>Сохранить</b>, чтобы сохранить изменения.", "Войти"],
+    "zh": ["你好，{name}！欢迎回来。", "点击<b>保存</b>以保留您的更改。", "登录"],
+    "ko": ["안녕하세요, {name}님! 다시 오신 것을 환영합니다.", "변경 사항을 유지하려면 <b>저장</b>을 클릭하세요.", "로그인"],
 }
 
 

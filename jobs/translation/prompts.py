@@ -52,13 +52,13 @@ class PromptBuilder:
         return "\n".join(lines)
 
     def build(self, text: str, variant: int = 0) -> Prompt:
-        """variant 0: the instructions alone (chat) or with few-shot pairs (base);
-        variant 1, for a retry: worked examples as earlier turns (chat), or the
-        examples without the instructions (base). A retry never adds words
+        """variant 0: the instructions, then worked examples as earlier turns
+        (chat) or few-shot pairs (base); variant 1, for a retry: the instructions
+        alone (chat), or the examples alone (base). A retry never adds words
         next to the segment: a model copies whatever sits there."""
         if self.style == "chat":
             msgs = [{"role": "system", "content": self.instructions()}]
-            if variant:
+            if not variant:
                 for a, b in self._pairs():
                     msgs += [{"role": "user", "content": a}, {"role": "assistant", "content": b}]
             return Prompt(msgs + [{"role": "user", "content": text}], None, [])
