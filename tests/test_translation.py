@@ -281,3 +281,10 @@ def test_broken_tags_are_rejected_and_the_raw_rung_gets_a_turn():
     text = Scripted({seg: ["# Appuyez sur <1>*Enregistrer*</1> # maintenant."]})
     outs = Translator(text, tgt="fr", src="en").translate(segs("Press **Save** now.\n"))
     assert outs[0].text == "\\# Appuyez sur **\\*Enregistrer\\*** # maintenant."  # the model's syntax is text
+
+
+def test_math_and_footnote_refs_are_atoms_the_model_cannot_edit():
+    up = Upper()
+    outs = Translator(up, tgt="de").translate(segs("A note[^cache] on $a_1$ and **b**.\n\n[^cache]: Text.\n"))
+    assert up.seen[0] == "A note<1/> on <2/> and <3>b</3>."
+    assert outs[0].text == "A NOTE[^cache] ON $a_1$ AND **B**."

@@ -54,6 +54,8 @@ def test_honest_translations_pass(source, output, markup):
     ("Use {name} in **bold** text", "Utilisez {name} en texte gras", "md", "lost strong"),
     ("Install it", "# Installez-le", "md", "added block heading_open"),
     ("Press <b>Save</b> now.", "Appuyez sur Enregistrer maintenant.", "md", "lost html<b>"),
+    ("So {\\i1}this{\\i0} matters.", "Donc ceci compte.", "text", "missing '{\\\\i1}'"),
+    ("Solve $x^2 = 4$ first.", "Résolvez $x^3 = 4$ d'abord.", "md", "missing '$x^2 = 4$'"),
     ("Click <a href='/x'>here</a> now.", "Cliquez <a href='/y'>ici</a> maintenant.", "html", "lost"),
 ])
 def test_structure_and_placeholder_changes_are_rejected(source, output, markup, expect):

@@ -7,7 +7,7 @@ could break (DeepL's tag handling, the `<1>…</1>` of i18n libraries):
 
 Pairs wrap text the model translates (emphasis, strong, strikethrough, link
 text, image alt); atoms stand for what it must not touch (code spans,
-autolinks, inline HTML, hard breaks, footnote refs). The model's own text is
+autolinks, inline HTML, hard breaks, inline math). The model's own text is
 escaped on the way back, so a stray `*` or leading `#` is literal text.
 tag() returns None for a segment it cannot show this way (reference links,
 more than one block, text that already looks like a tag): it goes raw."""
@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 
 from markdown_it import MarkdownIt
 
-from jobs.placeholders import find
+from jobs.placeholders import MATH, find
 
 _MD = MarkdownIt("commonmark").enable(["strikethrough"])
 _TAG = re.compile(r"<(/?)(\d+)(/?)>")
+_ATOM_TEXT = re.compile(rf"({MATH}|\[\^[^\]\s]+\])")  # inline math, footnote refs: atoms in text
 _PAIRED = {"em_open": "em_close", "strong_open": "strong_close", "s_open": "s_close", "link_open": "link_close"}
 
 
@@ -80,7 +81,12 @@ def tag(source: str) -> Tagged | None:
             elif tok.type == "link_close":
                 autolink = None
         elif tok.type == "text":
-            text.append(tok.content)
+            for k, piece in enumerate(_ATOM_TEXT.split(tok.content)):
+                if k % 2:  # an atom, as code is
+                    n = len(t.pairs) + len(t.atoms) + 1
+                    t.atoms[n] = piece
+                    piece = f"<{n}/>"
+                text.append(piece)
         elif tok.type == "softbreak":
             text.append("\n")
         elif tok.type == "link_open" and tok.markup == "autolink":
