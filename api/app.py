@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from . import errors
+from . import contract, errors
 from .batches import BatchLimits, BatchManager
 from .bridge import Bridge
 from .deps import ApiConfig
+from .limits import KeyLimits
 from .metrics import ApiMetrics, MetricsMiddleware
 from .routes import batches, files, inference, jobs, ops
 from .store import LocalStore, Store
@@ -30,6 +31,7 @@ class AppState:
     batches: BatchManager
     metrics: ApiMetrics
     validate: object  # jobs.kinds.validate(kind, body) -> body
+    limits: KeyLimits
 
 
 def create_app(backend, *, store: Store | None = None, config: ApiConfig | None = None,
@@ -38,9 +40,11 @@ def create_app(backend, *, store: Store | None = None, config: ApiConfig | None 
         from jobs.kinds import validate
     store = store if store is not None else LocalStore()
     limits = batch_limits or BatchLimits()
-    st = AppState(backend=backend, store=store, config=config or ApiConfig(), batch_limits=limits,
+    config = config or ApiConfig()
+    st = AppState(backend=backend, store=store, config=config, batch_limits=limits,
                   bridge=Bridge(backend), batches=BatchManager(backend, store, validate, limits),
-                  metrics=ApiMetrics(), validate=validate)
+                  metrics=ApiMetrics(), validate=validate,
+                  limits=KeyLimits(config.max_jobs_per_key, config.max_batches_per_key, config.retry_after_s))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -58,4 +62,17 @@ def create_app(backend, *, store: Store | None = None, config: ApiConfig | None 
     for module in (inference, files, batches, jobs, ops):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=st.metrics)
+    _publish_contract(app, secured=bool(config.api_keys))
     return app
+
+
+def _publish_contract(app: FastAPI, secured: bool) -> None:
+    """/openapi.json as FastAPI builds it, completed by api.contract."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract.finish(build(), extra_models=[], secured=secured)
+        return app.openapi_schema
+
+    app.openapi = openapi

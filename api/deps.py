@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from dataclasses import dataclass, field
 
 import orjson
@@ -14,11 +15,22 @@ from starlette.responses import Response
 from .errors import bad_request, too_large, unauthorized
 
 
+def _env_int(name: str, default: int):
+    """A default read from LLAMAQ_<name> when the config is made."""
+    return field(default_factory=lambda: int(os.environ.get(f"LLAMAQ_{name}") or default))
+
+
 @dataclass
 class ApiConfig:
     api_keys: list[str] = field(default_factory=list)  # empty: no auth
     max_body_bytes: int = 32 * 1024 * 1024  # JSON request bodies
     default_job_priority: str = "batch"  # /v1/jobs without "priority"
+    # Per API key (0: none): jobs queued or running through this process, open batches.
+    max_jobs_per_key: int = _env_int("MAX_JOBS_PER_KEY", 1024)
+    max_batches_per_key: int = _env_int("MAX_BATCHES_PER_KEY", 32)
+    retry_after_s: int = _env_int("RETRY_AFTER_S", 2)  # batches: ten times this
+    keepalive_s: float = 10.0  # SSE comment while a streaming request waits in the queue
+    max_tokens: int = _env_int("MAX_TOKENS", 0)  # tokens one request may generate (0: up to the context)
 
 
 def state(request: Request):

@@ -106,9 +106,19 @@ def from_exception(exc: BaseException) -> APIError | None:
         return queue_full(message)
     if isinstance(exc, (ee.EngineDead, ee.ModelLoadError)):
         return unavailable(message, code="engine_unavailable")
+    if _is_redis_down(exc):
+        return unavailable(f"the queue's Redis is unreachable: {message}", code="backend_unavailable")
     if isinstance(exc, TimeoutError):
         return APIError(504, message, type="timeout_error", code="timeout")
     return None
+
+
+def _is_redis_down(exc: BaseException) -> bool:
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError as RedisTimeout
+    except ImportError:
+        return False
+    return isinstance(exc, (ConnectionError, RedisTimeout))
 
 
 _STATUS_CODES = {
@@ -132,6 +142,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    def leaves(routes):  # included routers (no prefixes here) hold their routes in original_router
+        for route in routes:
+            inner = getattr(getattr(route, "original_router", route), "routes", None)
+            yield from leaves(inner) if inner is not None else (route,)
+
+    methods: set[str] = set()
+    for route in leaves(request.app.router.routes):
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """OpenAI-shaped bodies for our errors, FastAPI's validation errors, Starlette's
     HTTP errors (404 route, 405 method) and, as a last resort, anything unexpected."""
@@ -149,9 +175,13 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         type_, code = _STATUS_CODES.get(exc.status_code, ("invalid_request_error", None))
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no such endpoint: {request.method} {request.url.path}"
-        return APIError(exc.status_code, detail, type=type_, code=code, headers=dict(exc.headers or {})).response()
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed(request))
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+        return APIError(exc.status_code, detail, type=type_, code=code, headers=headers).response()
 
     async def _known(request: Request, exc: Exception):
         mapped = from_exception(exc)

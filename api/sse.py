@@ -8,6 +8,7 @@ import time
 import orjson
 
 DONE = b"data: [DONE]\n\n"
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it
 
 
 def event(obj: dict) -> bytes:

@@ -165,7 +165,7 @@ def cancel(id_, api_url, api_key):
     if id_.startswith("batch_"):
         obj = api.call("POST", f"/v1/batches/{id_}/cancel").json()
     else:
-        obj = api.call("DELETE", f"/v1/jobs/{id_}").json()
+        obj = api.call("POST", f"/v1/jobs/{id_}/cancel").json()
     click.echo(f"{obj['id']}  {obj['status']}")
 
 

@@ -30,12 +30,13 @@ class Embedder:
         self._thread = threading.Thread(target=self._run, name="llamaq-embedder", daemon=True)
         self._thread.start()
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+    def embed(self, texts: list[str | list[int]]) -> list[list[float]]:
+        """Strings, or token id lists (in the vocabulary: the caller checks) embedded as given."""
+        if not isinstance(texts, list) or not all(isinstance(t, (str, list)) for t in texts):
             raise InvalidRequest("input must be a string or a list of strings", param="input")
         tokens = []
         for i, t in enumerate(texts):
-            toks = self.model.tokenize(t) if t else []
+            toks = list(t) if isinstance(t, list) else self.model.tokenize(t) if t else []
             if not toks:
                 raise InvalidRequest(f"input[{i}] is empty", param="input")
             if len(toks) > self.n_batch:

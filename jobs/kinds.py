@@ -19,19 +19,9 @@ from typing import Any
 
 from engine import Constraint, Request, SamplingParams
 
+from . import schemas
 from .errors import JobValidationError
 from .record import KINDS
-from .validate import (
-    logit_bias,
-    opt_bool,
-    opt_dict,
-    opt_int,
-    opt_number,
-    opt_str,
-    require,
-    stop_list,
-    str_or_str_list,
-)
 
 OnDelta = Callable[[str, int], None]
 
@@ -39,186 +29,69 @@ OnDelta = Callable[[str, int], None]
 # max_tokens per request, so an unbounded default would let one request hold
 # the whole context. This is the default when a body gives none.
 DEFAULT_MAX_TOKENS = 512
-_ROLES = ("system", "developer", "user", "assistant", "tool")
 
 # ------------------------------------------------------------------ validation
+# The checks are jobs.schemas' models (also the API's published schemas); these
+# functions only normalise what they accepted.
+
+_SAMPLING_KEYS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
+                  "presence_penalty", "frequency_penalty", "seed", "cache_prompt", "stream")
 
 
-def _sampling_fields(body: dict) -> dict:
-    out: dict[str, Any] = {}
-    out["max_tokens"] = opt_int(body, "max_tokens", lo=1)
-    mct = opt_int(body, "max_completion_tokens", lo=1)
-    if mct is not None:
-        out["max_tokens"] = mct
-    out["temperature"] = opt_number(body, "temperature", 0, 2)
-    out["top_p"] = opt_number(body, "top_p", 0, 1)
-    if out["top_p"] == 0:
-        raise JobValidationError("'top_p' must be greater than 0", "top_p")
-    out["top_k"] = opt_int(body, "top_k", lo=0)
-    out["min_p"] = opt_number(body, "min_p", 0, 1)
-    out["repeat_penalty"] = opt_number(body, "repeat_penalty", 0, 10)
-    if out["repeat_penalty"] == 0:
-        raise JobValidationError("'repeat_penalty' must be greater than 0", "repeat_penalty")
-    out["presence_penalty"] = opt_number(body, "presence_penalty", -2, 2)
-    out["frequency_penalty"] = opt_number(body, "frequency_penalty", -2, 2)
-    out["seed"] = opt_int(body, "seed")
-    out["stop"] = stop_list(body)
-    out["logit_bias"] = logit_bias(body)
-    n = opt_int(body, "n", lo=1)
-    if n not in (None, 1):
-        raise JobValidationError("only n=1 is supported", "n")
-    if body.get("logprobs") not in (None, False, 0):
-        raise JobValidationError("logprobs are not supported", "logprobs")
-    if body.get("top_logprobs") not in (None, 0):
-        raise JobValidationError("top_logprobs are not supported", "top_logprobs")
-    out["cache_prompt"] = opt_bool(body, "cache_prompt")
-    out["stream"] = opt_bool(body, "stream")
-    so = opt_dict(body, "stream_options")
-    if so is not None:
-        out["stream_options"] = {"include_usage": opt_bool(so, "include_usage") or False}
-    out["model"] = opt_str(body, "model")
-    out.update(_constraint_fields(body))
+def _sampling_fields(req: schemas.Sampling) -> dict:
+    out: dict[str, Any] = {k: getattr(req, k) for k in _SAMPLING_KEYS}
+    if getattr(req, "max_completion_tokens", None) is not None:
+        out["max_tokens"] = req.max_completion_tokens
+    if req.stop is not None:
+        out["stop"] = [s for s in ([req.stop] if isinstance(req.stop, str) else req.stop) if s]
+    if req.logit_bias is not None:
+        out["logit_bias"] = {k: float(v) for k, v in req.logit_bias.items()}
+    if req.stream_options is not None:
+        out["stream_options"] = {"include_usage": bool(req.stream_options.include_usage)}
+    rf = req.response_format
+    if isinstance(rf, schemas.JsonObjectFormat):
+        out["response_format"] = {"type": "json_object"}
+    elif isinstance(rf, schemas.JsonSchemaFormat):
+        js = rf.json_schema
+        out["response_format"] = {"type": "json_schema",
+                                  "json_schema": {"name": js.name, "schema": js.schema_, "strict": js.strict}}
+    out["json_schema"] = req.json_schema
+    out["grammar"] = req.grammar or None
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _constraint_fields(body: dict) -> dict:
-    """response_format / json_schema / grammar: at most one constraint."""
-    out: dict[str, Any] = {}
-    chosen = []
-    rf = opt_dict(body, "response_format")
-    if rf is not None:
-        t = rf.get("type")
-        if t == "json_object":
-            out["response_format"] = {"type": "json_object"}
-            chosen.append("response_format")
-        elif t == "json_schema":
-            js = rf.get("json_schema")
-            if not isinstance(js, dict):
-                raise JobValidationError("'response_format.json_schema' must be an object",
-                                         "response_format.json_schema")
-            schema = js.get("schema", {})
-            if not isinstance(schema, (dict, bool)):
-                raise JobValidationError("'response_format.json_schema.schema' must be an object",
-                                         "response_format.json_schema.schema")
-            name = opt_str(js, "name")
-            strict = js.get("strict")
-            if strict is not None and not isinstance(strict, bool):
-                raise JobValidationError("'response_format.json_schema.strict' must be a boolean",
-                                         "response_format.json_schema.strict")
-            out["response_format"] = {"type": "json_schema",
-                                      "json_schema": {"name": name, "schema": schema, "strict": strict}}
-            chosen.append("response_format")
-        elif t != "text":
-            raise JobValidationError("'response_format.type' must be 'text', 'json_object' or 'json_schema'",
-                                     "response_format.type")
-    if body.get("json_schema") is not None:
-        if not isinstance(body["json_schema"], (dict, bool)):
-            raise JobValidationError("'json_schema' must be an object", "json_schema")
-        out["json_schema"] = body["json_schema"]
-        chosen.append("json_schema")
-    grammar = opt_str(body, "grammar")
-    if grammar:
-        out["grammar"] = grammar
-        chosen.append("grammar")
-    if len(chosen) > 1:
-        raise JobValidationError(
-            f"give only one of response_format (json), json_schema and grammar; got {' and '.join(chosen)}",
-            chosen[-1])
-    return out
+def _content(m: schemas.Message) -> str:
+    if isinstance(m.content, list):
+        return "".join(part.text for part in m.content)
+    return m.content or ""
 
 
-def _messages(body: dict) -> list[dict]:
-    msgs = require(body, "messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise JobValidationError("'messages' must be a non-empty list", "messages")
-    out = []
-    for i, m in enumerate(msgs):
-        p = f"messages.{i}"
-        if not isinstance(m, dict):
-            raise JobValidationError(f"'{p}' must be an object", p)
-        role = m.get("role")
-        if role not in _ROLES:
-            raise JobValidationError(f"'{p}.role' must be one of {', '.join(_ROLES)}", f"{p}.role")
-        content = m.get("content")
-        if isinstance(content, list):
-            texts = []
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise JobValidationError("only text content parts are supported", f"{p}.content.{j}")
-                texts.append(part["text"])
-            content = "".join(texts)
-        elif content is not None and not isinstance(content, str):
-            raise JobValidationError(f"'{p}.content' must be a string or a list of text parts", f"{p}.content")
-        out.append({"role": role, "content": content or ""})
-    return out
+def _validate_chat(req: schemas.ChatRequest) -> dict:
+    return {"messages": [{"role": m.role, "content": _content(m)} for m in req.messages], **_sampling_fields(req)}
 
 
-def _validate_chat(body: dict) -> dict:
-    out = {"messages": _messages(body)}
-    if body.get("tools"):
-        raise JobValidationError("tools are not supported", "tools")
-    out.update(_sampling_fields(body))
-    return out
+def _texts_or_tokens(v: str | list) -> str | list:
+    """Token ids alone become a list of one token list, as OpenAI reads them."""
+    return [v] if isinstance(v, list) and isinstance(v[0], int) else v
 
 
-def _validate_completion(body: dict) -> dict:
-    out = {"prompt": str_or_str_list(body, "prompt", allow_tokens=True)}
-    if out["prompt"] == "":
-        raise JobValidationError("'prompt' must not be empty", "prompt")
-    if isinstance(out["prompt"], list) and any(p == "" for p in out["prompt"]):
-        raise JobValidationError("'prompt' must not contain empty strings", "prompt")
-    if opt_int(body, "best_of", lo=1) not in (None, 1):
-        raise JobValidationError("only best_of=1 is supported", "best_of")
-    if opt_str(body, "suffix"):
-        raise JobValidationError("suffix is not supported", "suffix")
-    echo = opt_bool(body, "echo")
-    if echo:
+def _validate_completion(req: schemas.CompletionRequest) -> dict:
+    out = {"prompt": _texts_or_tokens(req.prompt)}
+    if req.echo:
         out["echo"] = True
-    out.update(_sampling_fields(body))
-    return out
+    return {**out, **_sampling_fields(req)}
 
 
-def _validate_embedding(body: dict) -> dict:
-    inp = str_or_str_list(body, "input", allow_tokens=True)
-    if inp == "" or (isinstance(inp, list) and any(s == "" for s in inp)):
-        raise JobValidationError("'input' must not contain empty strings", "input")
-    out: dict[str, Any] = {"input": inp}
-    fmt = opt_str(body, "encoding_format")
-    if fmt not in (None, "float", "base64"):
-        raise JobValidationError("'encoding_format' must be 'float' or 'base64'", "encoding_format")
-    if fmt:
-        out["encoding_format"] = fmt
-    dims = opt_int(body, "dimensions", lo=1)
-    if dims is not None:
-        out["dimensions"] = dims
-    model = opt_str(body, "model")
-    if model:
-        out["model"] = model
-    return out
+def _validate_embedding(req: schemas.EmbeddingRequest) -> dict:
+    out = {"input": req.input, "encoding_format": req.encoding_format, "dimensions": req.dimensions,
+           "model": req.model or None}
+    return {k: v for k, v in out.items() if v is not None}
 
 
-def _validate_translation(body: dict) -> dict:
-    inp = str_or_str_list(body, "input")
-    out: dict[str, Any] = {"input": inp}
-    target = opt_str(body, "target_language", nonempty=True)
-    if target is None:
-        raise JobValidationError("'target_language' is required", "target_language")
-    out["target_language"] = target
-    src = opt_str(body, "source_language")
-    if src:
-        out["source_language"] = src
-    g = body.get("glossary")
-    if g is not None:
-        if not isinstance(g, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in g.items()):
-            raise JobValidationError("'glossary' must be an object mapping terms to their translations", "glossary")
-        out["glossary"] = g
-    for k in ("model",):
-        v = opt_str(body, k)
-        if v:
-            out[k] = v
-    out["max_tokens"] = opt_int(body, "max_tokens", lo=1)
-    out["temperature"] = opt_number(body, "temperature", 0, 2)
-    out["seed"] = opt_int(body, "seed")
+def _validate_translation(req: schemas.TranslationRequest) -> dict:
+    out = {"input": req.input, "target_language": req.target_language, "source_language": req.source_language or None,
+           "glossary": req.glossary, "model": req.model or None, "max_tokens": req.max_tokens,
+           "temperature": req.temperature, "seed": req.seed}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -237,7 +110,7 @@ def validate(kind: str, body: Any) -> dict:
         raise JobValidationError(f"unknown job kind {kind!r}; one of {', '.join(KINDS)}", "kind")
     if not isinstance(body, dict):
         raise JobValidationError("the request body must be a JSON object", None)
-    return _VALIDATORS[kind](body)
+    return _VALIDATORS[kind](schemas.parse(kind, body))
 
 
 # ------------------------------------------------------------------ running
@@ -256,7 +129,7 @@ def _constraint(body: dict) -> Constraint | None:
     return None
 
 
-def _params(body: dict, extra_stop: list[str] = (), **defaults) -> SamplingParams:
+def _params(body: dict, n_vocab: int, extra_stop: list[str] = (), **defaults) -> SamplingParams:
     p = SamplingParams(max_tokens=DEFAULT_MAX_TOKENS)
     for k, v in defaults.items():
         setattr(p, k, v)
@@ -265,8 +138,8 @@ def _params(body: dict, extra_stop: list[str] = (), **defaults) -> SamplingParam
         if body.get(k) is not None:
             setattr(p, k, body[k])
     p.stop = list(body.get("stop") or []) + [s for s in extra_stop if s not in (body.get("stop") or [])]
-    if body.get("logit_bias"):
-        p.logit_bias = {int(k): v for k, v in body["logit_bias"].items()}
+    if body.get("logit_bias"):  # ids outside this model's vocabulary are ignored, as the schema says
+        p.logit_bias = {int(k): v for k, v in body["logit_bias"].items() if int(k) < n_vocab}
     p.constraint = _constraint(body)
     return p
 
@@ -337,7 +210,7 @@ def _model(engine, body: dict) -> str:
 
 def _start_chat(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
     prompt = engine.render_chat(body["messages"])
-    req = Request(prompt, _params(body, engine.chat_stop), cache_prompt=body.get("cache_prompt", True))
+    req = Request(prompt, _params(body, engine.model.n_vocab, engine.chat_stop), cache_prompt=body.get("cache_prompt", True))
     created, model = int(time.time()), _model(engine, body)
 
     def build(results: list) -> dict:
@@ -355,7 +228,7 @@ def _start_chat(engine, body: dict, on_delta: OnDelta | None, priority: int = 0)
 
 def _start_completion(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
     prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-    reqs = [Request(p, _params(body), cache_prompt=body.get("cache_prompt", True)) for p in prompts]
+    reqs = [Request(p, _params(body, engine.model.n_vocab), cache_prompt=body.get("cache_prompt", True)) for p in prompts]
     created, model, echo = int(time.time()), _model(engine, body), body.get("echo", False)
 
     def build(results: list) -> dict:
@@ -373,14 +246,15 @@ def _start_completion(engine, body: dict, on_delta: OnDelta | None, priority: in
 
 def _start_embedding(engine, body: dict) -> Pending:
     inp = body["input"]
-    texts = [inp] if isinstance(inp, str) else [t if isinstance(t, str) else engine.detokenize(t) for t in inp]
+    texts = [inp] if isinstance(inp, str) or isinstance(inp[0], int) else inp
+    for t in texts:
+        if isinstance(t, list) and not all(0 <= i < engine.model.n_vocab for i in t):
+            raise JobValidationError(f"token ids must be in 0..{engine.model.n_vocab - 1}", "input")
     vectors = engine.embed(texts)
     dims = body.get("dimensions")
-    if dims is not None and vectors and dims != len(vectors[0]):
-        raise JobValidationError(
-            f"this model's embeddings have {len(vectors[0])} dimensions; 'dimensions' cannot change that",
-            "dimensions")
-    n_tokens = sum(len(engine.tokenize(t)) for t in texts)
+    if dims is not None and vectors and dims < len(vectors[0]):
+        vectors = [_shortened(v, dims) for v in vectors]
+    n_tokens = sum(len(t) if isinstance(t, list) else len(engine.tokenize(t)) for t in texts)
     b64 = body.get("encoding_format") == "base64"
     data = []
     for i, v in enumerate(vectors):
@@ -394,6 +268,13 @@ def _start_embedding(engine, body: dict) -> Pending:
     out = {"object": "list", "data": data, "model": _model(engine, body),
            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
     return Pending([], lambda _: out, body=out)
+
+
+def _shortened(vector, dims: int) -> list[float]:
+    """The first dims components, renormalised (OpenAI's `dimensions`)."""
+    head = list(vector[:dims])
+    norm = sum(x * x for x in head) ** 0.5
+    return [x / norm for x in head] if norm else head
 
 
 def _translation_helpers():
@@ -431,7 +312,8 @@ def _start_translation(engine, body: dict, on_delta: OnDelta | None, priority: i
     for text in inputs:
         prompt = build_prompt(engine, text, target_language=tgt, source_language=body.get("source_language"),
                               glossary=body.get("glossary"))
-        params = _params(dict(body, max_tokens=body.get("max_tokens") or budget_for(text)), engine.chat_stop,
+        params = _params(dict(body, max_tokens=body.get("max_tokens") or budget_for(text)), engine.model.n_vocab,
+                         engine.chat_stop,
                          temperature=0.0)
         reqs.append(Request(prompt, params))
     created, model = int(time.time()), _model(engine, body)

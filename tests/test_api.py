@@ -301,7 +301,7 @@ def test_jobs_shortcut(base_url, model):
     long = {"model": model, "messages": MSG, "max_tokens": 4000, "temperature": 1}
     r = httpx.post(f"{base_url}/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": long,
                                                 "priority": "interactive"})
-    cancelled = httpx.delete(f"{base_url}/v1/jobs/{r.json()['id']}").json()
+    cancelled = httpx.post(f"{base_url}/v1/jobs/{r.json()['id']}/cancel").json()
     assert cancelled["status"] in ("cancelled", "running")
     deadline = time.monotonic() + 60
     while (job := httpx.get(f"{base_url}/v1/jobs/{cancelled['id']}").json())["status"] == "running":
@@ -442,10 +442,12 @@ def test_a_50000_line_batch_is_accepted_whole(oai, model, backend):
 
 
 def test_openapi_schema_lists_every_endpoint(base_url):
-    paths = httpx.get(f"{base_url}/openapi.json").json()["paths"]
+    doc = httpx.get(f"{base_url}/openapi.json").json()
+    paths = doc["paths"]
     for p in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/translations", "/v1/files",
               "/v1/files/{file_id}/content", "/v1/batches", "/v1/batches/{batch_id}/cancel", "/v1/jobs",
-              "/v1/jobs/{job_id}", "/v1/models", "/health", "/metrics"):
+              "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/v1/models", "/health", "/metrics"):
         assert p in paths, p
-    body = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ref = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = doc["components"]["schemas"][ref.rsplit("/", 1)[-1]]
     assert body["required"] == ["messages"] and "response_format" in body["properties"]

@@ -25,7 +25,9 @@ MSG = [{"role": "user", "content": "Hello there"}]
     ("chat", {"messages": MSG, "temperature": True}, "temperature"),
     ("chat", {"messages": MSG, "top_p": 1.5}, "top_p"),
     ("chat", {"messages": MSG, "n": 2}, "n"),
-    ("chat", {"messages": MSG, "stop": [1]}, "stop"),
+    ("chat", {"messages": MSG, "stop": [1]}, "stop.0"),
+    ("chat", {"messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ("chat", {"messages": MSG, "stop": "x" * 257}, "stop"),
     ("chat", {"messages": MSG, "seed": 1.5}, "seed"),
     ("chat", {"messages": MSG, "logit_bias": {"abc": 1}}, "logit_bias.abc"),
     ("chat", {"messages": MSG, "logit_bias": {"5": 500}}, "logit_bias.5"),
@@ -44,7 +46,11 @@ MSG = [{"role": "user", "content": "Hello there"}]
     ("embedding", {"input": []}, "input"),
     ("embedding", {"input": "a", "encoding_format": "hex"}, "encoding_format"),
     ("translation", {"input": "Hallo"}, "target_language"),
-    ("translation", {"input": ["a", 3], "target_language": "French"}, "input"),
+    ("translation", {"input": ["a", 3], "target_language": "French"}, "input.1"),
+    ("translation", {"input": "", "target_language": ""}, "target_language"),
+    ("embedding", {"input": ["a"] * 2049}, "input"),
+    ("chat", {"messages": MSG * 2049}, "messages"),
+    ("completion", {"prompt": "x" * ((1 << 20) + 1)}, "prompt"),
     ("translation", {"input": "a", "target_language": "French", "glossary": ["x"]}, "glossary"),
     ("image", {}, "kind"),
 ])
@@ -105,9 +111,12 @@ def test_embeddings_float_and_base64(tiny_engine):
     b = kinds.run(tiny_engine, "embedding", {"input": ["alpha", "beta"], "encoding_format": "base64"})
     vec = np.frombuffer(base64.b64decode(b["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(vec, f["data"][0]["embedding"], atol=1e-6)
-    with pytest.raises(JobValidationError) as e:
-        kinds.run(tiny_engine, "embedding", {"input": "x", "dimensions": 3})
-    assert e.value.param == "dimensions"
+    short = kinds.run(tiny_engine, "embedding", {"input": ["alpha", "beta"], "dimensions": 3})["data"][0]["embedding"]
+    assert len(short) == 3 and np.isclose(np.linalg.norm(short), 1.0)  # truncated, renormalised
+    assert np.allclose(np.array(short) * np.linalg.norm(f["data"][0]["embedding"][:3]), f["data"][0]["embedding"][:3],
+                       atol=1e-6)
+    whole = kinds.run(tiny_engine, "embedding", {"input": "alpha", "dimensions": 1 << 20})["data"][0]["embedding"]
+    assert np.allclose(whole, f["data"][0]["embedding"], atol=1e-6)
 
 
 def test_structured_output_json_object(tiny_engine):

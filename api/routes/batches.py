@@ -12,9 +12,10 @@ from .files import owned_file
 router = APIRouter()
 
 _CREATE_SCHEMA = json_schema_body({
-    "input_file_id": {"type": "string"}, "endpoint": {"type": "string", "enum": list(ENDPOINT_KINDS)},
+    "input_file_id": {"type": "string", "minLength": 1}, "endpoint": {"type": "string", "enum": list(ENDPOINT_KINDS)},
     "completion_window": {"type": "string", "enum": list(COMPLETION_WINDOWS)},
-    "metadata": {"type": "object", "additionalProperties": {"type": "string"}}},
+    "metadata": {"type": ["object", "null"], "maxProperties": 16, "propertyNames": {"maxLength": 64},
+                 "additionalProperties": {"type": "string", "maxLength": 512}}},
     ["input_file_id", "endpoint", "completion_window"])
 
 
@@ -53,12 +54,15 @@ async def create_batch(request: Request, owner: str = Depends(current_owner)):
         raise bad_request(f"completion_window must be one of {', '.join(COMPLETION_WINDOWS)}",
                           "completion_window")
     metadata = _check_metadata(body.get("metadata"))
-    meta = owned_file(request, file_id, owner)
+    meta = await owned_file(request, file_id, owner)
     if meta["purpose"] != "batch":
         raise bad_request(f"file {file_id} has purpose {meta['purpose']!r}; a batch needs purpose 'batch'",
                           "input_file_id")
     batch = new_batch(owner, file_id, endpoint, window, metadata)
-    await state(request).bridge.call(state(request).batches.create, batch)
+    st = state(request)
+    async with st.limits.batch_slot(owner):  # per-key open batches (429)
+        await st.limits.check_batches(owner, st.bridge, st.store)
+        await st.bridge.call(st.batches.create, batch)
     return json_response(public(batch))
 
 

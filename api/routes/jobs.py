@@ -1,22 +1,23 @@
 """The single-job shortcut: POST /v1/jobs {endpoint, body} -> 202 and an id to
-poll; GET /v1/jobs/{id}; DELETE /v1/jobs/{id} cancels. GET /v1/jobs lists the
-caller's recent jobs."""
+poll; GET /v1/jobs/{id}; POST /v1/jobs/{id}/cancel cancels (as batches do).
+GET /v1/jobs lists the caller's recent jobs."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from jobs import schemas
+from jobs.errors import JobValidationError
+
 from ..batches import ENDPOINT_KINDS
-from ..deps import current_owner, json_body, json_response, json_schema_body, state
-from ..errors import bad_request, not_found
+from ..contract import JSON_ERRORS, JobCreate, errors
+from ..contract import json_body as json_body_doc
+from ..deps import current_owner, json_body, json_response, state
+from ..errors import not_found
 from ..jobresult import record_dict
 from .inference import prepare
 
 router = APIRouter()
-
-_CREATE_SCHEMA = json_schema_body({
-    "endpoint": {"type": "string", "enum": list(ENDPOINT_KINDS)}, "body": {"type": "object"},
-    "priority": {"type": "string", "enum": ["interactive", "batch"]}}, ["endpoint", "body"])
 
 
 def job_obj(rec) -> dict:
@@ -36,33 +37,35 @@ async def owned_job(request: Request, job_id: str, owner: str):
     return rec
 
 
-@router.post("/v1/jobs", status_code=202, openapi_extra=_CREATE_SCHEMA)
+@router.post("/v1/jobs", status_code=202, openapi_extra=json_body_doc(JobCreate),
+             responses=errors(*JSON_ERRORS, 404, 503))
 async def create_job(request: Request, owner: str = Depends(current_owner)):
     st = state(request)
-    req = await json_body(request)
-    endpoint, body = req.get("endpoint"), req.get("body")
-    if not isinstance(endpoint, str) or endpoint not in ENDPOINT_KINDS:
-        raise bad_request(f"endpoint must be one of {', '.join(ENDPOINT_KINDS)}", "endpoint")
-    if not isinstance(body, dict):
-        raise bad_request("body must be the endpoint's request body, a JSON object", "body")
-    if body.get("stream"):
-        raise bad_request("a job cannot stream; poll GET /v1/jobs/{id} for its result", "body.stream")
-    priority = req.get("priority", st.config.default_job_priority)
-    if not isinstance(priority, str) or priority not in ("interactive", "batch"):
-        raise bad_request("priority must be 'interactive' or 'batch'", "priority")
-    kind = ENDPOINT_KINDS[endpoint]
-    body = await prepare(request, kind, body)
-    rec = await st.bridge.call(st.backend.submit, kind, body, priority=priority)
+    raw = await json_body(request)
+    job = schemas.check(JobCreate, raw).root
+    priority = job.priority or st.config.default_job_priority
+    kind = ENDPOINT_KINDS[job.endpoint]
+    body = dict(raw["body"], stream=False)  # a job is polled, never streamed
+    try:
+        body = await prepare(request, kind, body)
+    except JobValidationError as e:
+        raise JobValidationError(e.message, f"body.{e.param}" if e.param else "body") from None
+    release = await st.limits.admit_job(owner, st.bridge, st.backend)
+    try:
+        rec = await st.bridge.call(st.backend.submit, kind, body, priority=priority)
+        st.limits.track(owner, rec.id)
+    finally:
+        release()
     await st.bridge.call(st.store.add_job, owner, rec.id)
     return json_response(job_obj(rec), status=202)
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get("/v1/jobs/{job_id}", responses=errors(404))
 async def get_job(job_id: str, request: Request, owner: str = Depends(current_owner)):
     return json_response(job_obj(await owned_job(request, job_id, owner)))
 
 
-@router.delete("/v1/jobs/{job_id}")
+@router.post("/v1/jobs/{job_id}/cancel", responses=errors(404))
 async def cancel_job(job_id: str, request: Request, owner: str = Depends(current_owner)):
     st = state(request)
     await owned_job(request, job_id, owner)
@@ -70,7 +73,7 @@ async def cancel_job(job_id: str, request: Request, owner: str = Depends(current
     return json_response(job_obj(await st.bridge.call(st.backend.get, job_id)))
 
 
-@router.get("/v1/jobs")
+@router.get("/v1/jobs", responses=errors(400))
 async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=1000), owner: str = Depends(current_owner)):
     st = state(request)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from ..deps import json_response, state
 from ..metrics import CONTENT_TYPE
@@ -11,7 +11,12 @@ from ..metrics import CONTENT_TYPE
 router = APIRouter()
 
 
-@router.get("/health")
+_HEALTH = {"description": "What serves: {status, models, ...}", "content": {"application/json": {
+    "schema": {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]}},
+               "required": ["status"]}}}}
+
+
+@router.get("/health", responses={200: _HEALTH, 503: {**_HEALTH, "description": "Nothing can serve right now"}})
 async def health(request: Request):
     st = state(request)
     try:
@@ -24,7 +29,8 @@ async def health(request: Request):
                          status=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {
+    "description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: Request):
     st = state(request)
     try:
