@@ -64,8 +64,9 @@ def json_body(model: type[BaseModel] | str) -> dict:
 def streaming_ok(description: str) -> dict:
     return {200: {"description": description, "content": {
         "application/json": {}, "text/event-stream": {
-            "schema": {"type": "string", "description": "OpenAI's chunks as `data:` events, `data: [DONE]` last; "
-                                                        "`: keep-alive` comments while the request waits"}}}}}
+            "schema": {"type": "object", "properties": {"data": {"type": "string"}},
+                       "description": "an event: `data:` one of OpenAI's chunks as JSON, `[DONE]` last; "
+                                      "`: keep-alive` comments come while the request waits"}}}}}
 
 
 Priority = Literal["interactive", "batch"]

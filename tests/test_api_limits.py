@@ -122,8 +122,9 @@ def test_stream_waiting_in_the_queue_gets_keepalives(limited_url):
             lines.append(line)
             if line == ": keep-alive" and lines.count(line) == 2:
                 blocker.cancel()  # now the request runs
-    first_data = next(i for i, line in enumerate(lines) if line.startswith("data: {") and '"content"' in line)
-    assert lines.index(": keep-alive") < first_data and "data: [DONE]" in lines[first_data:]
+    data = [i for i, line in enumerate(lines) if line.startswith("data: {")]
+    assert '"role":"assistant"' in lines[data[0]]  # the role chunk comes at once
+    assert data[0] < lines.index(": keep-alive") < data[1] and lines[-2:] == ["data: [DONE]", ""]
 
     blocker = Blocker(url, "c")  # the official client skips the comments
     threading.Timer(0.5, blocker.cancel).start()
