@@ -60,10 +60,7 @@ async def upload(request: Request, owner: str = Depends(current_owner)):
 
 
 def _store_file(store, meta: dict, f) -> None:
-    """Copied in pieces where the store takes them (never the whole file in memory)."""
-    if not hasattr(store, "open_file_writer"):
-        store.put_file(meta, f.read())
-        return
+    """Copied to the store in pieces, never the whole file in memory."""
     writer = store.open_file_writer(meta)
     while chunk := f.read(1 << 20):
         writer.write(chunk)
