@@ -264,27 +264,35 @@ def test_output_running_on_into_another_example_is_cut():
 
 def test_inline_markdown_is_shown_as_numbered_tags_and_restored():
     up = Upper()
-    outs = Translator(up, tgt="de").translate(
+    outs = Translator(up, tgt="de", inline="tags").translate(
         segs("Press **Save** to keep [the *docs*](docs/a.md), then run `make` or mail <team@x.org>.\n"))
     assert up.seen == ["Press <1>Save</1> to keep <2>the <3>docs</3></2>, then run <4/> or mail <5/>."]
     assert outs[0].text == "PRESS **SAVE** TO KEEP [THE *DOCS*](docs/a.md), THEN RUN `make` OR MAIL <team@x.org>."
     assert outs[0].tries == 1
 
 
+def test_raw_markdown_first_then_tags_on_the_alternate_rung():
+    sub = Scripted({"Press **Save** now.": ["Appuyez sur Enregistrer maintenant."],
+                    "Press <1>Save</1> now.": ["Appuyez sur <1>Enregistrer</1> maintenant."]})
+    outs = Translator(sub, tgt="fr", src="en").translate(segs("Press **Save** now.\n"))
+    assert outs[0].text == "Appuyez sur **Enregistrer** maintenant." and outs[0].tries == 3
+    assert sub.asked == {"Press **Save** now.": 1, "Press <1>Save</1> now.": 0}
+
+
 def test_broken_tags_are_rejected_and_the_raw_rung_gets_a_turn():
     seg = "Press <1>Save</1> now."
     sub = Scripted({seg: ["Appuyez sur <1>Enregistrer maintenant.", "<1>Appuyez</1> <1>sur</1>"],
                     "Press **Save** now.": ["Appuyez sur **Enregistrer** maintenant."]})
-    outs = Translator(sub, tgt="fr", src="en").translate(segs("Press **Save** now.\n"))
+    outs = Translator(sub, tgt="fr", src="en", inline="tags").translate(segs("Press **Save** now.\n"))
     assert outs[0].text == "Appuyez sur **Enregistrer** maintenant." and outs[0].tries == 3
     assert sub.asked == {seg: 1, "Press **Save** now.": 0}
     text = Scripted({seg: ["# Appuyez sur <1>*Enregistrer*</1> # maintenant."]})
-    outs = Translator(text, tgt="fr", src="en").translate(segs("Press **Save** now.\n"))
+    outs = Translator(text, tgt="fr", src="en", inline="tags").translate(segs("Press **Save** now.\n"))
     assert outs[0].text == "\\# Appuyez sur **\\*Enregistrer\\*** # maintenant."  # the model's syntax is text
 
 
 def test_math_and_footnote_refs_are_atoms_the_model_cannot_edit():
     up = Upper()
-    outs = Translator(up, tgt="de").translate(segs("A note[^cache] on $a_1$ and **b**.\n\n[^cache]: Text.\n"))
+    outs = Translator(up, tgt="de", inline="tags").translate(segs("A note[^cache] on $a_1$ and **b**.\n\n[^cache]: Text.\n"))
     assert up.seen[0] == "A note<1/> on <2/> and <3>b</3>."
     assert outs[0].text == "A NOTE[^cache] ON $a_1$ AND **B**."
