@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llamaq")
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Show llama.cpp's own log lines (model loading, context setup).")
+def main(verbose: bool) -> None:
     """llamaq: batch LLM jobs on GGUF models, on one machine or a fleet."""
+    if verbose:
+        os.environ["LLAMAQ_VERBOSE"] = "1"  # read by EngineConfig, here and in worker processes
 
 
 @main.group()

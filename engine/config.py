@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidConfig
@@ -48,7 +48,8 @@ class EngineConfig:
     kv_type: str = "f16"  # KV cache element type: f16, f32 (exact, batch-invariant tests), q8_0
     embedding_n_ctx: int = 2048
     embedding_n_batch: int = 2048
-    verbose: bool = False  # llama.cpp's own log lines (model loading, context setup)
+    # llama.cpp's own log lines (model loading, context setup); `llamaq --verbose` sets LLAMAQ_VERBOSE=1
+    verbose: bool = field(default_factory=lambda: os.environ.get("LLAMAQ_VERBOSE") == "1")
     fast_sampling: bool = True  # False: every sequence samples through llama.cpp's chain (for comparison)
 
     def validate(self) -> None:

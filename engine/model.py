@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from pathlib import Path
 
 import llama_cpp
-from llama_cpp import _logger
 
 from .errors import ModelLoadError
 
 _backend_ready = False
 _KV_TYPES = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
+_LOG_ERROR, _LOG_CONT = 4, 5  # ggml_log_level in this llama.cpp (llama-cpp-python's own map is off by one)
+_log = {"verbose": False, "last_shown": False}
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's log lines: errors always, the load chatter only when verbose."""
+    show = _log["last_shown"] if level == _LOG_CONT else (_log["verbose"] or level >= _LOG_ERROR)
+    _log["last_shown"] = show
+    if show:
+        sys.stderr.write(text.decode("utf-8", errors="replace"))
 
 
 def _init_backend(verbose: bool) -> None:
     global _backend_ready
-    _logger.set_verbose(verbose)
+    _log["verbose"] = verbose
     if not _backend_ready:
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _backend_ready = True
 

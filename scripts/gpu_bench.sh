@@ -60,7 +60,7 @@ with Engine(EngineConfig(model_path=sys.argv[1], n_gpu_layers=-1, n_parallel=4, 
 EOF
 
 log "llamaq bench engine"
-$PY -m cli.main bench engine --model "$MODEL" --n-gpu-layers -1 --concurrency $LEVELS --requests 128 \
+$PY -m cli bench engine --model "$MODEL" --n-gpu-layers -1 --concurrency $LEVELS --requests 128 \
     --prompt-tokens $PROMPT --gen-tokens $GEN --sampler both --out "$OUT/engine.json" | tee "$OUT/engine.txt"
 
 log "llama-batched-bench"

@@ -222,3 +222,14 @@ def test_sliding_window_prefix_sharing_matches_cold(swa_model_path, swa_full):
         assert warm.usage.cached_tokens > 10
     else:
         assert warm.usage.cached_tokens == 0
+
+
+def test_llama_log_is_quiet_unless_verbose(tiny_model_path):
+    def complete(*flags: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "cli", *flags, "complete", "hi", "-n", "2", "--model", str(tiny_model_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=TESTS.parent)
+
+    quiet, loud = complete(), complete("--verbose")
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "llama_model_loader" not in quiet.stderr and "load:" not in quiet.stderr, quiet.stderr
+    assert "llama_model_loader" in loud.stderr
