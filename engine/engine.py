@@ -30,6 +30,10 @@ from .types import EngineStats, Request, Result, SamplingParams, Timings, Usage
 log = logging.getLogger("llamaq.engine")
 
 
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
 class Engine:
     def __init__(self, config: EngineConfig | None = None, **overrides):
         self.config = cfg = config or EngineConfig(**overrides)
@@ -228,7 +232,7 @@ class Engine:
         return bool(self._sched.running or self._sched.waiting)
 
     def _step(self) -> None:
-        t0 = time.perf_counter()
+        t0 = _clock()
         chunks = self._schedule()
         if not chunks:
             if self._sched.waiting:  # waiting on a leader or for room: don't spin
@@ -236,7 +240,14 @@ class Engine:
             return
         if self._run_batch(chunks):
             self._postprocess(chunks)
-        self._stats.step_ms += (time.perf_counter() - t0) * 1000
+        self._time("step", t0)
+
+    def _time(self, part: str, since: tuple[float, float]) -> None:
+        """Add the wall and engine-thread CPU ms since `since` to the stats' `part` timers
+        (CPU time: what the host work costs, whatever else shares the cores)."""
+        now, s = _clock(), self._stats
+        setattr(s, f"{part}_ms", getattr(s, f"{part}_ms") + (now[0] - since[0]) * 1000)
+        setattr(s, f"{part}_cpu_ms", getattr(s, f"{part}_cpu_ms") + (now[1] - since[1]) * 1000)
 
     def _schedule(self) -> list[Chunk]:
         self._reap_cancelled()
@@ -259,9 +270,9 @@ class Engine:
         for c in chunks:
             idx = batch.add(c.tokens, c.start, c.seq.seq_id, c.logits)
             c.seq.batch_index = idx if c.logits else -1
-        t0 = time.perf_counter()
+        t0 = _clock()
         rc = llama_cpp.llama_decode(self._ctx, batch.as_llama())
-        self._stats.decode_ms += (time.perf_counter() - t0) * 1000
+        self._time("decode", t0)
         self._stats.steps += 1
         self._stats.batch_tokens += batch.n
         if rc == 0:
@@ -279,17 +290,27 @@ class Engine:
 
     def _postprocess(self, chunks: list[Chunk]) -> None:
         now = time.perf_counter()
-        self._sampler.new_step(sum(c.logits for c in chunks))
         for c in chunks:
             self._sched.advance(c)
-            if c.logits and c.seq.running:
-                self._sample(c.seq, now)
+        ready = [c.seq for c in chunks if c.logits and c.seq.running]
+        t0 = _clock()
+        self._sampler.new_step(sum(c.logits for c in chunks))
+        tokens = [self._pick(seq) for seq in ready]
+        self._time("sample", t0)
+        for seq, token in zip(ready, tokens):
+            if token is not None:
+                self._accept(seq, token, now)
 
-    def _sample(self, seq: Sequence, now: float) -> None:
+    def _pick(self, seq: Sequence) -> int | None:
         try:
-            t0 = time.perf_counter()
-            token = self._sampler.sample(seq)
-            self._stats.sample_ms += (time.perf_counter() - t0) * 1000
+            return self._sampler.sample(seq)
+        except Exception as e:
+            log.exception("request %s failed while sampling", seq.request.id)
+            self._fail(seq, RequestFailed(f"{type(e).__name__}: {e}"))
+            return None
+
+    def _accept(self, seq: Sequence, token: int, now: float) -> None:
+        try:
             if seq.status is Status.PREFILL:
                 seq.status = Status.DECODE
                 seq.first_token = now
@@ -300,7 +321,7 @@ class Engine:
             if reason:
                 self._complete(seq, reason)
         except Exception as e:
-            log.exception("request %s failed while sampling", seq.request.id)
+            log.exception("request %s failed after sampling", seq.request.id)
             self._fail(seq, RequestFailed(f"{type(e).__name__}: {e}"))
 
     def _advance(self, seq: Sequence, token: int) -> str | None:

@@ -88,8 +88,12 @@ class EngineStats:
     evictions: int = 0
     steps: int = 0
     batch_tokens: int = 0  # summed over steps: mean batch = batch_tokens / steps
-    step_ms: float = 0.0  # summed over steps: the engine thread's time in steps that decoded
+    # Summed over steps that decoded: wall time, and the engine thread's CPU time.
+    step_ms: float = 0.0
     decode_ms: float = 0.0  # of which in llama_decode
     sample_ms: float = 0.0  # of which picking tokens from the logits
+    step_cpu_ms: float = 0.0
+    decode_cpu_ms: float = 0.0
+    sample_cpu_ms: float = 0.0
     waiting: int = 0
     running: int = 0

@@ -89,10 +89,12 @@ def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int
     ttfts = [r.timings.ttft_ms for r in results]
     per_step = lambda field: (getattr(after, field) - getattr(before, field)) / max(1, after.steps - before.steps)  # noqa: E731
     decode, sample, step = per_step("decode_ms"), per_step("sample_ms"), per_step("step_ms")
+    sample_cpu, host_cpu = per_step("sample_cpu_ms"), per_step("step_cpu_ms") - per_step("decode_cpu_ms")
     mode = "engine" if eng.config.fast_sampling else "engine, llama.cpp chain"
     return {"mode": mode, "concurrency": concurrency, "requests": len(results), "tokens": tokens,
             "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": pct(ttfts, 50), "ttft_p95_ms": pct(ttfts, 95),
-            "decode_ms": decode, "sample_ms": sample, "other_ms": step - decode - sample, "host_ms": step - decode}
+            "decode_ms": decode, "sample_ms": sample, "other_ms": step - decode - sample, "host_ms": step - decode,
+            "sample_cpu_ms": sample_cpu, "other_cpu_ms": host_cpu - sample_cpu, "host_cpu_ms": host_cpu}
 
 
 def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, threads: int | None) -> dict:
@@ -171,7 +173,8 @@ def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu
     print_table(rows, [("mode", "mode", ""), ("concurrency", "conc", "d"), ("requests", "reqs", "d"),
                        ("tok_s", "gen tok/s", ".1f"), ("ttft_p50_ms", "TTFT p50 ms", ".0f"),
                        ("decode_ms", "decode ms/step", ".2f"), ("sample_ms", "sample ms/step", ".2f"),
-                       ("other_ms", "other host ms/step", ".2f"), ("vs_sequential", "x sequential", ".2f"),
+                       ("other_ms", "other host ms/step", ".2f"), ("host_cpu_ms", "host CPU ms/step", ".2f"),
+                       ("sample_cpu_ms", "sample CPU ms/step", ".2f"), ("vs_sequential", "x sequential", ".2f"),
                        ("vs_raw", "x raw", ".2f"), ("vs_chain", "x chain", ".2f")])
     write_json(out, "engine", {"model": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
                                "rows": rows})
