@@ -13,12 +13,16 @@ and generation stops at the next "\\nUser:" line (FALLBACK_STOP)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import InvalidRequest
+from .model import Model
+
+log = logging.getLogger("llamaq.engine")
 
 FALLBACK_STOP = ["\nUser:"]
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -87,3 +91,18 @@ class ChatTemplate:
             )
         except jinja2.TemplateError as e:
             raise InvalidRequest(f"chat template failed: {e}", param="messages") from e
+
+
+def load_template(model: Model) -> ChatTemplate | None:
+    """The model's own chat template, or None (it has none, or one that does not compile)."""
+    source = model.chat_template()
+    if not source:
+        return None
+    bos = model.token_bytes(model.bos, special=True).decode("utf-8", "replace")
+    eos_id = model.eog_tokens[0] if model.eog_tokens else -1
+    eos = model.token_bytes(eos_id, special=True).decode("utf-8", "replace") if eos_id >= 0 else ""
+    try:
+        return ChatTemplate(source, bos, eos)
+    except Exception as e:  # a broken template falls back rather than breaking the model
+        log.warning("chat template unusable (%s); using the plain-text fallback", e)
+        return None

@@ -67,7 +67,7 @@ class Engine:
         self._sched = Scheduler(Slots(KV(self._ctx), n_seq), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel,
                                 n_batch=cfg.n_batch, share=m.can_share_prefix, n_swa=0 if cfg.swa_full else m.n_swa)
         self._sampler = sampling.Sampler(self._ctx, m, self.n_ctx_seq, fast=cfg.fast_sampling)
-        self._template = self._load_template()
+        self._template = chat.load_template(m)
 
     # ---------------------------------------------------------------- public API
     @property
@@ -181,19 +181,6 @@ class Engine:
         with self._cond:
             self._cancels.append(seq)
             self._cond.notify()
-
-    def _load_template(self) -> chat.ChatTemplate | None:
-        source = self.model.chat_template()
-        if not source:
-            return None
-        bos = self.model.token_bytes(self.model.bos, special=True).decode("utf-8", "replace")
-        eos_id = self.model.eog_tokens[0] if self.model.eog_tokens else -1
-        eos = self.model.token_bytes(eos_id, special=True).decode("utf-8", "replace") if eos_id >= 0 else ""
-        try:
-            return chat.ChatTemplate(source, bos, eos)
-        except Exception as e:  # a broken template falls back rather than breaking the model
-            log.warning("chat template unusable (%s); using the plain-text fallback", e)
-            return None
 
     def _prompt_tokens(self, prompt: str | list[int]) -> list[int]:
         if not prompt:
