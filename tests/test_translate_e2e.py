@@ -240,8 +240,8 @@ def test_bench_fidelity_runs(tmp_path, tiny_model_path):
     from cli.bench.fidelity import command as bench
 
     out = tmp_path / "fidelity.json"
-    r = CliRunner().invoke(bench, ["--model", str(tiny_model_path), "--speed-segments", "2", "--out", str(out)],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(bench, ["--model", str(tiny_model_path), "--max-tokens", "3", "--speed-segments", "2",
+                                   "--out", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     run_ = json.loads(out.read_text())["runs"][tiny_model_path.name]
     formats = {Path(d["document"]).suffix for d in run_["documents"]}

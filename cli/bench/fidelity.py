@@ -31,12 +31,13 @@ DOCS = Path(__file__).resolve().parents[2] / "examples" / "fidelity"
 @click.option("--to", "tgt", default="fr", show_default=True)
 @click.option("--from", "src", default="en", show_default=True)
 @click.option("--parallel", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1), help="Cap on generated tokens per segment.")
 @click.option("--speed-segments", type=click.IntRange(0), default=12, show_default=True,
               help="Segments for the speed comparison (0: skip it).")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True)
 @click.option("--out", "out_path", default="bench-results/fidelity.json", show_default=True,
               help="JSON file; each model's run is kept under its name.")
-def command(model, docs, tgt, src, parallel, speed_segments, n_gpu_layers, out_path):
+def command(model, docs, tgt, src, parallel, max_tokens, speed_segments, n_gpu_layers, out_path):
     """Translation fidelity of the verified pipeline on real-ish documents."""
     from engine import Engine, EngineConfig
     from engine.config import default_model_path
@@ -50,7 +51,7 @@ def command(model, docs, tgt, src, parallel, speed_segments, n_gpu_layers, out_p
     eng = Engine(EngineConfig(model_path=model_path, n_parallel=parallel, n_gpu_layers=n_gpu_layers))
     try:
         sub = EngineSubmitter(eng)
-        tr = _Recording(sub, tgt=tgt, src=src)
+        tr = _Recording(sub, tgt=tgt, src=src, max_tokens=max_tokens)
         t0 = time.perf_counter()
         results = translate_documents(jobs, tr)
         seconds = time.perf_counter() - t0
@@ -117,13 +118,13 @@ def _speed(eng, tr, jobs, n: int) -> dict:
     from jobs.translation.pipeline import Rung
 
     segs = [s for j in jobs if j.doc for s in j.doc.segments][:n]
-    batched = _Recording(EngineSubmitter(eng), tgt=tr.tgt, src=tr.src, ladder=(Rung(),))
+    batched = _Recording(EngineSubmitter(eng), tgt=tr.tgt, src=tr.src, ladder=(Rung(),), max_tokens=tr.max_tokens)
     t0 = time.perf_counter()
     batched.translate(segs)
     t_batched = time.perf_counter() - t0
     one = _OneAtATime(eng)
     t0 = time.perf_counter()
-    Translator(one, tgt=tr.tgt, src=tr.src, ladder=(Rung(),)).translate(segs)
+    Translator(one, tgt=tr.tgt, src=tr.src, ladder=(Rung(),), max_tokens=tr.max_tokens).translate(segs)
     t_one = time.perf_counter() - t0
     return {"segments": len(segs), "batched_s": round(t_batched, 3), "one_at_a_time_s": round(t_one, 3),
             "ratio": round(t_one / t_batched, 3) if t_batched else 0.0}
