@@ -9,10 +9,10 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from .errors import APIError
+from jobs.batches import FINAL_BATCH_STATES
+from jobs.record import TERMINAL
 
-TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
-FINAL_BATCH_STATES = ("completed", "failed", "expired", "cancelled")
+from .errors import APIError
 
 
 def rate_limited(message: str, retry_after: int, code: str) -> APIError:
@@ -60,7 +60,7 @@ class KeyLimits:
         ids = list(self._queued[owner])
         get_many = getattr(backend, "get_many", None)
         recs = await bridge.call(get_many, ids) if get_many else await bridge.call(lambda: [backend.get(i) for i in ids])
-        done = {i for i, rec in zip(ids, recs) if rec is None or rec.status in TERMINAL_JOB_STATES}
+        done = {i for i, rec in zip(ids, recs) if rec is None or rec.status in TERMINAL}
         self._queued[owner] -= done
         if not self._queued[owner]:
             del self._queued[owner]

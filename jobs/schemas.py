@@ -139,8 +139,10 @@ class Sampling(Body):
     stream_options: StreamOptions | None = None
     cache_prompt: Bool | None = None
     response_format: ResponseFormat | None = None
-    json_schema: SchemaObject | None = Field(None, description="llamaq: constrain the output to this JSON Schema")
-    grammar: Str | None = Field(None, description="llamaq: constrain the output to this GBNF grammar")
+    json_schema: SchemaObject | None = Field(
+        None, description="llamaq: constrain the output to this JSON Schema (one the engine cannot compile: 400)")
+    grammar: Str | None = Field(
+        None, description="llamaq: constrain the output to this GBNF grammar (one that does not parse: 400)")
     user: Str | None = None
 
 

@@ -245,3 +245,31 @@ def test_another_key_cannot_touch_jobs_files_or_batches(redis_app):
     assert len(read_lines(alice, b.output_file_id)) == 3 and alice.files.content(f.id).content
     with pytest.raises(openai.NotFoundError):
         mallory.files.content(b.output_file_id)
+
+
+def test_a_silent_redis_does_not_freeze_the_api():
+    """Redis calls run off the event loop: with Redis accepting connections and never
+    answering, a request waiting on it does not hold up one that needs no Redis."""
+    from jobs.remote import RedisBackend
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    app = create_app(RedisBackend(url), store=RedisStore(url), config=ApiConfig(api_keys=["a"]))
+    try:
+        with live_server(app) as base:
+            def wait_on_redis():
+                with pytest.raises(httpx.TimeoutException):
+                    httpx.get(f"{base}/v1/files/file-x", headers=auth("a"), timeout=5)
+
+            stuck = threading.Thread(target=wait_on_redis, daemon=True)
+            stuck.start()
+            time.sleep(0.5)  # it is waiting on Redis now
+            t = time.monotonic()
+            assert httpx.get(f"{base}/openapi.json", timeout=4).status_code == 200
+            assert time.monotonic() - t < 2
+    except httpx.TimeoutException:
+        pytest.fail("the API froze while a request waited on Redis")
+    finally:
+        silent.close()
