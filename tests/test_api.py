@@ -308,6 +308,14 @@ def test_jobs_shortcut(base_url, model):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert job["status"] == "cancelled"
+    r = httpx.post(f"{base_url}/v1/jobs", json={"endpoint": "/v1/chat/completions", "body": long})
+    deleted = httpx.delete(f"{base_url}/v1/jobs/{r.json()['id']}")  # the older spelling of cancel
+    assert deleted.status_code == 200
+    deadline = time.monotonic() + 60
+    while (job := httpx.get(f"{base_url}/v1/jobs/{r.json()['id']}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job["status"] == "cancelled"
     bad = httpx.post(f"{base_url}/v1/jobs", json={"endpoint": "/v1/moderations", "body": {}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "endpoint"
 

@@ -1,5 +1,6 @@
 """The single-job shortcut: POST /v1/jobs {endpoint, body} -> 202 and an id to
-poll; GET /v1/jobs/{id}; POST /v1/jobs/{id}/cancel cancels (as batches do).
+poll; GET /v1/jobs/{id}; POST /v1/jobs/{id}/cancel cancels (as batches do;
+DELETE /v1/jobs/{id} too, undocumented, for older clients).
 GET /v1/jobs lists the caller's recent jobs."""
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ async def cancel_job(job_id: str, request: Request, owner: str = Depends(current
     await owned_job(request, job_id, owner)
     await st.bridge.call(st.backend.cancel, job_id)
     return json_response(job_obj(await st.bridge.call(st.backend.get, job_id)))
+
+
+# Kept for clients written against the earlier API; not in the published contract.
+@router.delete("/v1/jobs/{job_id}", include_in_schema=False)
+async def delete_job(job_id: str, request: Request, owner: str = Depends(current_owner)):
+    return await cancel_job(job_id, request, owner)
 
 
 @router.get("/v1/jobs", responses=errors(400))
