@@ -166,6 +166,8 @@ class LocalStore:
             if holder is not None and self._leases.get(holder[0], ("",))[0] != holder[1]:
                 return False
             self._batches[batch["id"]] = dict(batch)
+            if batch["status"] in FINAL_BATCH_STATES:
+                self._flags.discard(f"cancel:{batch['id']}")  # (RedisStore's flags expire)
             if self.root:
                 self._write(self.root / "batches" / f"{batch['id']}.json", orjson.dumps({"batch": batch}))
             return True

@@ -33,9 +33,9 @@ from cli import (  # noqa: E402
 for _cmd in (*engine_cmds.commands, translate.command, serve.command, worker.command, *client_cmds.commands):
     main.add_command(_cmd)
 from cli.bench import engine as bench_engine, fidelity as bench_fidelity, json as bench_json  # noqa: E402
-from cli.bench import prefix as bench_prefix, priority as bench_priority  # noqa: E402
+from cli.bench import batchmem as bench_batchmem, prefix as bench_prefix, priority as bench_priority  # noqa: E402
 from cli.bench import queue as bench_queue, serve as bench_serve, translate as bench_translate  # noqa: E402
 
-for _cmd in (bench_engine, bench_fidelity, bench_prefix, bench_json, bench_queue, bench_priority, bench_serve,
-             bench_translate):
+for _cmd in (bench_engine, bench_fidelity, bench_prefix, bench_json, bench_queue, bench_priority, bench_batchmem,
+             bench_serve, bench_translate):
     bench.add_command(_cmd.command)

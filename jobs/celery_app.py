@@ -24,16 +24,17 @@ log = logging.getLogger("llamaq.worker")
 def make_app(settings: Settings) -> Celery:
     app = Celery("llamaq", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
-        # At least once: a message is acknowledged after its jobs ran; if the worker
-        # dies first, Redis hands it out again after the visibility timeout.
+        # At least once: a message is acknowledged once its jobs are claimed in their
+        # records; if the worker dies first, Redis hands it out again after the
+        # visibility timeout. A claimed job whose run is lost is the reconciler's.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,  # results live in the job records, not in Celery
         result_backend=None,
         task_serializer="json",
         accept_content=["json"],
-        # Each pool thread holds one message: the engine has a few jobs waiting
-        # beyond its sequences, and the rest stay in Redis for other workers.
+        # One message per pool thread; a batch message waits in its thread while the
+        # worker holds `capacity` jobs, so the rest stay in Redis for other workers.
         worker_prefetch_multiplier=1,
         worker_pool="threads",
         worker_concurrency=settings.pool_threads,
@@ -108,6 +109,8 @@ def _register(sender, **kwargs) -> None:
 def _shutdown(sender, **kwargs) -> None:
     rt = worker._runtime
     if rt is not None:
+        if not rt.drain(settings.drain_s):  # the consumer has stopped: finish what was started
+            log.warning("shutting down with jobs unfinished; the reconciler runs them elsewhere")
         rt.close()
         rt.engine.close()
         worker.install(None)

@@ -31,6 +31,7 @@ class Settings:
     sweep_interval: float = 10.0
     resend_grace: float = 30.0
     redis_retry_s: float = 60.0  # a worker retries a Redis write this long before leaving it to a sweep
+    drain_s: float = 60.0  # warm shutdown: wait this long for the jobs started here to finish
     batch_engine_priority: int = 1  # engine priority of batch jobs (interactive: 0; 0 here is FIFO)
     model: str | None = None  # worker: model path (None: the default model)
     model_name: str | None = None  # worker: name it serves under (None: file stem)
@@ -54,6 +55,7 @@ class Settings:
             sweep_interval=_env("LLAMAQ_SWEEP_INTERVAL", d.sweep_interval, float),
             resend_grace=_env("LLAMAQ_RESEND_GRACE", d.resend_grace, float),
             redis_retry_s=_env("LLAMAQ_REDIS_RETRY_S", d.redis_retry_s, float),
+            drain_s=_env("LLAMAQ_DRAIN_S", d.drain_s, float),
             batch_engine_priority=_env("LLAMAQ_BATCH_ENGINE_PRIORITY", d.batch_engine_priority, int),
             model=_env("LLAMAQ_MODEL", None, str),
             model_name=_env("LLAMAQ_MODEL_NAME", None, str),

@@ -2,9 +2,11 @@
 
 Celery's threads pool runs each message (a list of job ids) in a thread; the
 thread claims each job in its record, submits it to the in-process engine and
-waits on the handles, so every job the worker holds decodes in one batch.
-Batch jobs go to the engine with priority 1, interactive ones with 0: the
-engine admits waiting requests in (priority, arrival) order.
+hands it to a thread of its own that records the result, so every job the
+worker holds decodes in one batch and the pool thread is free for the next
+message. Batch jobs go to the engine with priority 1, interactive ones with 0:
+the engine admits waiting requests in (priority, arrival) order, and an
+interactive message never waits for a pool thread behind batch messages.
 
 Three background threads: a heartbeat (the worker's models and the jobs it
 holds, in Redis with a TTL), a cancel watcher (polls the cancel set for the
@@ -68,6 +70,7 @@ class WorkerRuntime:
         self._local: dict[str, _Run] = {}
         self._claiming: set[str] = set()  # being claimed: counted as held (see _beat)
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified when a job here is settled
         self._stop = threading.Event()
         self.reconciler = Reconciler(store, publish, self.name) if publish is not None else None
         loops = [self._heartbeat_loop, self._cancel_loop] + ([self._sweep_loop] if self.reconciler else [])
@@ -93,20 +96,36 @@ class WorkerRuntime:
         return _retry_redis(fn, *args, window_s=self.settings.redis_retry_s, **kwargs)
 
     # ------------------------------------------------------------ one message
-    def run_message(self, job_ids: list[str]) -> None:
-        """Run the jobs of one message that nobody else runs, and record their
-        results. A job another live worker holds, or this one already runs, is
-        left to that run: the reconciler re-sends it if that run is lost. Each
-        started job is settled even if claiming the rest failed (Redis gone)."""
-        runs = []
-        try:
-            for jid in job_ids:
-                run = self._claim(jid)
-                if run is not None:
-                    runs.append(run)
-        finally:
-            for run in runs:
-                self._wait(run)
+    @property
+    def capacity(self) -> int:
+        """Batch jobs held at most before a batch message waits: the engine's
+        sequences and a few waiting, the rest stays in Redis for other workers."""
+        return self.settings.pool_threads
+
+    def run_message(self, job_ids: list[str], priority: str = "batch") -> None:
+        """Claim and start the jobs of one message that nobody else runs; a
+        thread per job records its result. Returns once they are started, so
+        the message is acknowledged and its pool thread takes the next one: an
+        interactive message never waits behind batch messages for a thread.
+        Progress no longer rests on the message: the records say who runs
+        what, and the reconciler re-sends a job whose run is lost. A batch
+        message first waits until this worker holds fewer than `capacity` jobs."""
+        if priority != "interactive":
+            with self._room:
+                while len(self._local) + len(self._claiming) >= self.capacity and not self._stop.is_set():
+                    self._room.wait(0.5)
+        for jid in job_ids:
+            run = self._claim(jid)
+            if run is not None:
+                threading.Thread(target=self._wait, args=(run,), name=f"llamaq-job-{jid[-6:]}", daemon=True).start()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every job started here is settled (warm shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._room:
+            while self._local and time.monotonic() < deadline:
+                self._room.wait(min(0.5, max(0.01, deadline - time.monotonic())))
+            return not self._local
 
     def _claim(self, jid: str) -> _Run | None:
         with self._lock:
@@ -186,6 +205,7 @@ class WorkerRuntime:
         with self._lock:
             if self._local.get(run.job_id) is run:
                 del self._local[run.job_id]
+                self._room.notify_all()
 
     def _stream_to(self, jid: str):
         def on_delta(text: str, index: int) -> None:

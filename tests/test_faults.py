@@ -4,7 +4,7 @@ single /v1/jobs) is in flight. Each fault must end with every line answered
 exactly once and the batch completed.
 
 Short timings come from the LLAMAQ_* settings in ENV: a dead worker is noticed
-after 3 s, the reconciler sweeps every second, a batch lease lasts 3 s."""
+after 4 s, the reconciler sweeps every second, a batch lease lasts 3 s."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ import redis
 from redis_fixtures import ROOT, RedisServer, WorkerProcess, free_port, start_worker
 
 MODEL = "faults"  # the workers serve the tiny model under this name
-ENV = {"LLAMAQ_VISIBILITY_TIMEOUT": "10", "LLAMAQ_HEARTBEAT_TTL": "3", "LLAMAQ_RESTORE_INTERVAL": "1",
-       "LLAMAQ_SWEEP_INTERVAL": "1", "LLAMAQ_RESEND_GRACE": "2", "LLAMAQ_REDIS_RETRY_S": "3",
+# (max attempts raised: on a loaded box a starved worker can look dead and its jobs run again)
+ENV = {"LLAMAQ_VISIBILITY_TIMEOUT": "10", "LLAMAQ_HEARTBEAT_TTL": "4", "LLAMAQ_MAX_ATTEMPTS": "10",
+       "LLAMAQ_RESTORE_INTERVAL": "1", "LLAMAQ_SWEEP_INTERVAL": "1", "LLAMAQ_RESEND_GRACE": "2", "LLAMAQ_REDIS_RETRY_S": "3",
        "LLAMAQ_BATCH_LEASE_S": "3", "LLAMAQ_BATCH_POLL_S": "0.3", "LLAMAQ_BATCH_SUBMIT_CHUNK": "4"}
 LINES = 40
 DONE_S = 90  # every wait for the end of a batch gives up after this
