@@ -226,7 +226,7 @@ def test_markdown_crlf_file_stays_crlf():
 
 
 def test_markdown_long_lists_quotes_and_tables_are_checked_piece_by_piece():
-    """Past 30 lines a list, quote or table is checked a few items (a row) at
+    """A long list, quote or table is checked a few items (a row) at
     a time: every segment is still found and every hostile line escaped."""
     text = ("| Name | Meaning |\n|---|---|\n" + "".join(f"| `o{i}` | Option {i} |\n" for i in range(40))
             + "\n" + "".join(f"- Item {i}\n  wraps\n" for i in range(40))
@@ -307,6 +307,30 @@ def test_json_strings_escaped():
     assert r.rejected == {}
     out = json.loads(r.text)
     assert json.dumps(out).count("</script>") == len(ts)
+
+
+def test_pipeline_reports_an_unwritable_translation_and_keeps_the_source(tmp_path):
+    """A translation the format cannot write is a failed segment: reported, source kept."""
+    from dataclasses import replace
+
+    from test_translation import Upper
+
+    from jobs.translation import FileJob, Translator, translate_documents
+
+    class Arrows(Upper):  # every translation gains a timing arrow
+        def run(self, jobs):
+            for i, c in super().run(jobs):
+                yield i, replace(c, text=c.text + " -->")
+
+    text = read(DOCS / "tricky.srt")
+    vtt_text = "WEBVTT\n\n00:00.000 --> 00:01.000\nHello there.\n\n00:01.000 --> 00:02.000\nSecond cue.\n"
+    jobs = [FileJob("tricky.srt", text, format_named("srt")), FileJob("t.vtt", vtt_text, format_named("vtt"))]
+    srt, vtt = translate_documents(jobs, Translator(Arrows(), tgt="fr"))
+    assert srt.text == text
+    assert len(srt.failed) == srt.segments == 3
+    unsafe = [f for f in srt.failed if "<" not in f["segment"]]  # Upper also breaks <i> tags
+    assert len(unsafe) == 2 and all("-->" in f["problems"][0] for f in unsafe), srt.failed
+    assert vtt.failed == [] and "\nHELLO THERE. --&gt;\n" in vtt.text and vtt.text.count(" --&gt;") == 2
 
 
 # -- output files --

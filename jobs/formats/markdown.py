@@ -35,10 +35,10 @@ FRONT_MATTER_KEYS = frozenset(
     "title description summary subtitle excerpt caption sidebar_label linkTitle abstract".split()
 )
 _YAML_LINE = re.compile(r"^([A-Za-z_][\w-]*)([ \t]*:[ \t]*)(.*?)[ \t]*$")
-_TASK = re.compile(r"^\[[ xX]\][ \t]+")
+_TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
-_LONG = 30  # lines: a longer top-level list is checked a few items at a time
+_LONG = 8  # lines: a longer top-level list, quote or table is checked a few items (a row) at a time
 _SPLIT = frozenset(("bullet_list_open", "ordered_list_open", "blockquote_open", "table_open"))
 _INDENT = re.compile(r"\n[ \t]+")  # a line's indentation in inline content: not text
 _NO_PIPE = re.compile(r"(?<!\\)\|")
@@ -72,12 +72,12 @@ def _walk(tokens: list[Token]) -> Iterator[Token]:
             yield from _walk(t.children)
 
 
-def markdown_skeleton(text: str) -> list[tuple]:
+def markdown_skeleton(text: str, env: dict | None = None) -> list[tuple]:
     """The token stream without text: types, tags, nesting, attributes (but
     alt and title), code and math content, fence info, HTML tag skeletons,
     footnote labels, front-matter keys. Soft breaks may reflow."""
     out = []
-    for t in _walk(_MD.parse(text)):
+    for t in _walk(_MD.parse(text, _copy(env))):
         if t.type in ("text", "text_special", "softbreak"):
             continue
         attrs = tuple(sorted((k, str(v)) for k, v in t.attrs.items() if k not in ("alt", "title")))
@@ -93,6 +93,14 @@ def markdown_skeleton(text: str) -> list[tuple]:
         out.append((t.type, t.tag, t.nesting, attrs, t.info if t.type == "fence" else "", markup,
                     content, t.meta.get("label") if t.meta else None, t.hidden))
     return out
+
+
+def _copy(env: dict | None) -> dict:
+    """A parse environment with a document's link and footnote definitions,
+    for parsing a piece of it (a parse adds to it)."""
+    if not env:
+        return {}
+    return {"references": env.get("references", {}), "footnotes": {"refs": dict(env.get("footnotes", {}).get("refs", {}))}}
 
 
 def _block_structure(text: str) -> list[tuple]:
@@ -127,6 +135,9 @@ def _lines(t: str) -> list[str]:
 def _fit_lines(lines: list[str], fits: Callable[[list[str]], bool]) -> list[str]:
     """Lines that keep the block one block: each added line as is, escaped,
     or joined to the one before (a soft break may become a space)."""
+    quick = [_escape_start(ln) if _risky(ln) else ln for ln in lines]
+    if quick and fits(quick):  # the usual case: one check
+        return quick
     out: list[str] = []
     for ln in lines:
         tries = [out + [ln], out + [_escape_start(ln)]]
@@ -179,6 +190,7 @@ class _Region:
     text: str
     offset: int  # where text[0] would be in the file (a long table's header is put before a row)
     want: list[tuple]
+    env: dict  # the document's link and footnote definitions
     skeleton: list[tuple] | None = None
 
     def fits(self, k: int, start: int, end: int, new: str, content: str) -> bool:
@@ -190,9 +202,9 @@ class _Region:
     def keeps_skeleton(self, start: int, end: int, new: str) -> bool:
         """The region's whole skeleton, inline included, with new in place."""
         if self.skeleton is None:
-            self.skeleton = markdown_skeleton(self.text)
+            self.skeleton = markdown_skeleton(self.text, self.env)
         a, b = start - self.offset, end - self.offset
-        return markdown_skeleton(self.text[:a] + new + self.text[b:]) == self.skeleton
+        return markdown_skeleton(self.text[:a] + new + self.text[b:], self.env) == self.skeleton
 
     def reads(self, k: int, content: str) -> bool:
         inline = [w for w in self.want if w[0] == "inline"]
@@ -208,11 +220,12 @@ class _Source:
             self.starts.append(self.starts[-1] + len(ln))
         self.bodies = [ln.rstrip("\r\n") for ln in self.lines]
         self.eol = "\r\n" if "\r\n" in text else "\n"
+        self.env: dict = {}  # filled by the parse: link and footnote definitions
 
     def region(self, lines: tuple[int, int], head: tuple[int, int] | None = None) -> _Region:
         before = self.text[self.starts[head[0]]: self.starts[head[1]]] if head else ""
         text = before + self.text[self.starts[lines[0]]: self.starts[lines[1]]]
-        return _Region(text, self.starts[lines[0]] - len(before), _block_structure(text))
+        return _Region(text, self.starts[lines[0]] - len(before), _block_structure(text), self.env)
 
     def parser_text(self) -> str:
         """What markdown-it sees: a TOML front matter ("+++") blanked out, lines kept."""
@@ -230,9 +243,9 @@ class MarkdownFormat(Format):
 
     def parse(self, text: str) -> Document:
         src = _Source(text)
-        tokens = _BLOCKS.parse(src.parser_text())
+        tokens = _BLOCKS.parse(src.parser_text(), src.env)
         cuts: list[_Cut] = []
-        units = iter(_units(tokens))
+        units = iter(_units(tokens, src.bodies))
         unit = next(units, None)
         inlines = [0]  # inline tokens before each token
         for t in tokens:
@@ -283,8 +296,9 @@ class _Unit:
     k_base: int = 0
 
 
-def _units(tokens: list[Token]) -> list[_Unit]:
-    """Regions: each top-level block with its neighbours; a long top-level list
+def _units(tokens: list[Token], bodies: list[str]) -> list[_Unit]:
+    """Regions: each top-level block with its neighbours (when only blank lines
+    are between: a list or definition list can go on after one); a long top-level list
     or quote a few items or blocks at a time; a long table one row (under its
     header) at a time."""
     blocks: list[int] = []
@@ -307,8 +321,14 @@ def _units(tokens: list[Token]) -> list[_Unit]:
                 rows[i] = _Unit(i, head, count_from=i)
             else:
                 rows[i] = _Unit(i, tuple(t.map), head, count_from=i, k_base=header_cells)
-    units = [_Unit(at, (tokens[blocks[max(b - 1, 0)]].map[0], tokens[blocks[min(b + 1, len(blocks) - 1)]].map[1]),
-                   count_from=blocks[max(b - 1, 0)]) for b, at in enumerate(blocks)]
+    def near(a: int, b: int) -> bool:  # only blank lines between blocks a and b
+        return not any(ln.strip() for ln in bodies[tokens[a].map[1]: tokens[b].map[0]])
+
+    units = []
+    for b, at in enumerate(blocks):
+        first = blocks[b - 1] if b > 0 and near(blocks[b - 1], at) else at
+        last = blocks[b + 1] if b + 1 < len(blocks) and near(at, blocks[b + 1]) else at
+        units.append(_Unit(at, (tokens[first].map[0], tokens[last].map[1]), count_from=first))
     return sorted(units + list(rows.values()), key=lambda u: u.at)
 
 
@@ -362,13 +382,12 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
     if offsets is None:
         return []
     lead = ""  # a task list's checkbox: verbatim, but what the inline token reads first
-    m = _TASK.match(src.text[offsets[0]:]) if task else None
+    m = _TASK.match(src.text, offsets[0]) if task else None
     if m:
-        if len(offsets) == 1 and offsets[0] + m.end() >= src.starts[inline.map[0]] + len(
-                src.bodies[inline.map[0]].rstrip()):
+        if len(offsets) == 1 and m.end() >= src.starts[inline.map[0]] + len(src.bodies[inline.map[0]].rstrip()):
             return []  # a checkbox and nothing else
         lead = m.group(0)
-        offsets[0] += m.end()
+        offsets[0] = m.end()
     first = inline.map[0]
     n = len(offsets)
     last_body = src.bodies[first + n - 1].rstrip(" \t")
