@@ -139,12 +139,11 @@ def _fit_lines(lines: list[str], fits: Callable[[list[str]], bool]) -> list[str]
     if quick and fits(quick):  # the usual case: one check
         return quick
     out: list[str] = []
-    for ln in lines:
-        tries = [out + [ln], out + [_escape_start(ln)]]
-        if _risky(ln):  # starts a block somewhere, if not here: a neighbour's translation may change
-            tries.reverse()
+    for ln, safe in zip(lines, quick):
+        # safe (escaped if it starts a block anywhere) first, then as it is, escaped, joined
+        tries = [out + [c] for c in dict.fromkeys((safe, ln, _escape_start(ln)))]
         if out and not out[-1].endswith("\\"):
-            tries.append(out[:-1] + [out[-1] + " " + (_escape_start(ln) if _risky(ln) else ln)])
+            tries.append(out[:-1] + [out[-1] + " " + safe])
         tries += [t[:-1] + [_NO_PIPE.sub("&#124;", t[-1])] for t in tries if "|" in t[-1]]  # "a | b\n---": a table
         out = next((t for t in tries if fits(t)), None)
         if out is None:
