@@ -240,6 +240,14 @@ def test_markdown_long_lists_quotes_and_tables_are_checked_piece_by_piece():
     assert "| Option 39 \\| x \\- y \\> z \\: w \\--- |" in r.text
 
 
+def test_markdown_byte_order_mark_before_a_heading():
+    text = "\ufeff# Title\n\nPara\n"
+    doc = MD.parse(text)
+    assert [(s.text, s.note) for s in doc.segments] == [("Title", "heading"), ("Para", "paragraph")]
+    r = MD.render(doc, ["Titre\nlong", "- Para"])
+    assert r.text == "\ufeff# Titre long\n\n\\- Para\n" and r.rejected == {}
+
+
 def test_markdown_skeleton_ignores_soft_breaks_only():
     sk = MD.skeleton
     assert sk("Some *text* here\nand there.\n") == sk("Other *words*\nin\nthree lines.\n")

@@ -77,7 +77,7 @@ def markdown_skeleton(text: str, env: dict | None = None) -> list[tuple]:
     alt and title), code and math content, fence info, HTML tag skeletons,
     footnote labels, front-matter keys. Soft breaks may reflow."""
     out = []
-    for t in _walk(_MD.parse(text, _copy(env))):
+    for t in _walk(_MD.parse(_no_bom(text), _copy(env))):
         if t.type in ("text", "text_special", "softbreak"):
             continue
         attrs = tuple(sorted((k, str(v)) for k, v in t.attrs.items() if k not in ("alt", "title")))
@@ -93,6 +93,11 @@ def markdown_skeleton(text: str, env: dict | None = None) -> list[tuple]:
         out.append((t.type, t.tag, t.nesting, attrs, t.info if t.type == "fence" else "", markup,
                     content, t.meta.get("label") if t.meta else None, t.hidden))
     return out
+
+
+def _no_bom(text: str) -> str:
+    """A byte order mark read as a space (offsets kept): "\ufeff# Title" is a heading."""
+    return " " + text[1:] if text.startswith("\ufeff") else text
 
 
 def _copy(env: dict | None) -> dict:
@@ -220,16 +225,17 @@ class _Source:
         self.bodies = [ln.rstrip("\r\n") for ln in self.lines]
         self.eol = "\r\n" if "\r\n" in text else "\n"
         self.env: dict = {}  # filled by the parse: link and footnote definitions
+        self.view = _no_bom(text)  # what the parser reads
 
     def region(self, lines: tuple[int, int], head: tuple[int, int] | None = None) -> _Region:
-        before = self.text[self.starts[head[0]]: self.starts[head[1]]] if head else ""
-        text = before + self.text[self.starts[lines[0]]: self.starts[lines[1]]]
+        before = self.view[self.starts[head[0]]: self.starts[head[1]]] if head else ""
+        text = before + self.view[self.starts[lines[0]]: self.starts[lines[1]]]
         return _Region(text, self.starts[lines[0]] - len(before), _block_structure(text), self.env)
 
     def parser_text(self) -> str:
         """What markdown-it sees: a TOML front matter ("+++") blanked out, lines kept."""
         if not self.bodies or self.bodies[0].rstrip() != "+++":
-            return self.text
+            return self.view
         end = next((i for i in range(1, len(self.bodies)) if self.bodies[i].rstrip() == "+++"), None)
         if end is None:
             return self.text
