@@ -269,9 +269,11 @@ def test_quick_start_sample_is_verified_translation_only(tmp_path, default_model
     out = (tmp_path / "sample.fr.md").read_text()
     src = sample.read_text()
     assert md_structure(out) == md_structure(src)
-    assert out.splitlines()[:3] == src.splitlines()[:3]  # front matter fence and key
+    head = out.splitlines()[:4]
+    assert head[0] == head[2] == "---" and head[1].startswith("title: ") and head[3] == ""  # front matter
     leaks = PromptBuilder(None, "fr", Glossary(), "base").leaks()
     assert leak_problems(src, out, leaks) == []
+    assert not [b for _, b in leaks.pairs if b in out]  # no example, not even a short one, copied whole
     for bad in report["files"][0]["failed"]:
         assert bad["segment"] in out
     t = report["totals"]

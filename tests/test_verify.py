@@ -72,6 +72,7 @@ def test_truncated_generation_is_rejected_even_when_it_looks_complete():
     ("Getting started", "Premiers pas\nEnglish: Hello", "prompt label 'English:'"),
     ("Getting started", "Cliquez sur Enregistrer pour conserver vos modifications.", "few-shot example"),
     ("Getting started", "Bonjour, {name} ! Bon retour parmi nous.", "few-shot example"),
+    ("Put one sentence on each line.", "Se connecter", "few-shot example"),  # a short example, whole
     ("Install the tool.", "Installez l'outil. Reply with the translation only: no explanations",
      "prompt text in output"),
     ("Install the tool.", "Installez l'outil. (Keep exactly as they are: placeholders like {name}",
@@ -86,6 +87,7 @@ def test_a_document_that_says_what_an_example_says_is_not_a_leak():
     assert problems("Click Save to keep your changes.", "Cliquez sur Enregistrer pour conserver vos modifications.",
                     "text") == []
     assert problems("Options: English: yes", "Options : English: oui", "text") == []
+    assert problems("Sign in", "Se connecter", "text") == []
 
 
 def test_glossary_lines_are_prompt_text():
@@ -100,6 +102,7 @@ def test_glossary_lines_are_prompt_text():
      "Le travailleur stocke les résultats avant midi. " * 4, "too long"),
     ("The worker stores the results. Then it sends a report to every user. Finally it cleans up old files.",
      "Le travailleur stocke.", "too short"),
+    ("Run the installer and follow the prompts:", "Installer", "too short"),
 ])
 def test_implausible_length_is_rejected(source, output, expect):
     got = problems(source, output, "text")
