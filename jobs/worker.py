@@ -69,6 +69,7 @@ class WorkerRuntime:
         self.started_at = time.time()
         self._local: dict[str, _Run] = {}
         self._claiming: set[str] = set()  # being claimed: counted as held (see _beat)
+        self._admitted = 0  # jobs of batch messages past the capacity wait, not all claimed yet
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when a job here is settled
         self._stop = threading.Event()
@@ -109,15 +110,30 @@ class WorkerRuntime:
         interactive message never waits behind batch messages for a thread.
         Progress no longer rests on the message: the records say who runs
         what, and the reconciler re-sends a job whose run is lost. A batch
-        message first waits until this worker holds fewer than `capacity` jobs."""
+        message first waits until this worker holds fewer than `capacity` jobs,
+        takes what fits and sends the rest back to its queue."""
+        take = len(job_ids)
         if priority != "interactive":
-            with self._room:
-                while len(self._local) + len(self._claiming) >= self.capacity and not self._stop.is_set():
+            with self._room:  # admitted jobs count at once: several messages cannot pass together
+                while len(self._local) + self._admitted >= self.capacity and not self._stop.is_set():
                     self._room.wait(0.5)
-        for jid in job_ids:
-            run = self._claim(jid)
-            if run is not None:
-                threading.Thread(target=self._wait, args=(run,), name=f"llamaq-job-{jid[-6:]}", daemon=True).start()
+                if self.publish is not None:
+                    take = min(take, max(1, self.capacity - len(self._local) - self._admitted))
+                self._admitted += take
+            if take < len(job_ids):
+                # the rest goes back to the queue (sent before this message is acknowledged):
+                # a waiting pool thread is freed soon, so an interactive message finds one
+                self.publish(job_ids[take:], self.model_name, priority)
+        try:
+            for jid in job_ids[:take]:
+                run = self._claim(jid)
+                if run is not None:
+                    threading.Thread(target=self._wait, args=(run,), name=f"llamaq-job-{jid[-6:]}",
+                                     daemon=True).start()
+        finally:
+            if priority != "interactive":
+                with self._room:
+                    self._admitted -= take
 
     def drain(self, timeout: float) -> bool:
         """Wait until every job started here is settled (warm shutdown)."""
