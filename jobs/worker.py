@@ -35,6 +35,8 @@ from .store import Claim, JobStore
 log = logging.getLogger("llamaq.worker")
 
 CANCEL_POLL_S = 0.05
+SPARE_THREADS = 2  # pool threads a batch message never waits in: interactive messages get one at once
+HAND_BACK_S = 0.2  # a batch message that finds no room and no spare thread goes back after this
 
 
 @dataclass
@@ -70,6 +72,7 @@ class WorkerRuntime:
         self._local: dict[str, _Run] = {}
         self._claiming: set[str] = set()  # being claimed: counted as held (see _beat)
         self._admitted = 0  # jobs of batch messages past the capacity wait, not all claimed yet
+        self._waiting = 0  # pool threads whose batch message waits for capacity
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when a job here is settled
         self._stop = threading.Event()
@@ -114,12 +117,24 @@ class WorkerRuntime:
         takes what fits and sends the rest back to its queue."""
         take = len(job_ids)
         if priority != "interactive":
-            with self._room:  # admitted jobs count at once: several messages cannot pass together
-                while len(self._local) + self._admitted >= self.capacity and not self._stop.is_set():
-                    self._room.wait(0.5)
-                if self.publish is not None:
-                    take = min(take, max(1, self.capacity - len(self._local) - self._admitted))
-                self._admitted += take
+            with self._room:
+                full = len(self._local) + self._admitted >= self.capacity
+                if full and self.publish is not None and self._waiting >= self.settings.pool_threads - SPARE_THREADS:
+                    # keep pool threads free for interactive messages: this one goes back
+                    self._room.wait(HAND_BACK_S)
+                    take = 0
+                else:
+                    self._waiting += 1
+                    # admitted jobs count at once: several messages cannot pass together
+                    while len(self._local) + self._admitted >= self.capacity and not self._stop.is_set():
+                        self._room.wait(0.5)
+                    self._waiting -= 1
+                    if self.publish is not None:
+                        take = min(take, max(1, self.capacity - len(self._local) - self._admitted))
+                    self._admitted += take
+            if take == 0:
+                self.publish(job_ids, self.model_name, priority)
+                return
             if take < len(job_ids):
                 # the rest goes back to the queue (sent before this message is acknowledged):
                 # a waiting pool thread is freed soon, so an interactive message finds one
