@@ -277,9 +277,9 @@ class RedisStore:
     """Shared by every API process behind one Redis. Keys under prefix."""
 
     def __init__(self, url: str, prefix: str = "llamaq:api:", job_ttl_s: int = 7 * 86400):
-        import redis
+        from jobs.settings import Settings
 
-        self.r = redis.Redis.from_url(url)
+        self.r = Settings.from_env().redis_client(url)
         self.p = prefix
         self.job_ttl_s = job_ttl_s
         self._put_batch = self.r.register_script(_PUT_BATCH)

@@ -48,6 +48,7 @@ def make_app(settings: Settings) -> Celery:
             "queue_order_strategy": "priority",
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
+            **settings.redis_options(),  # a frozen Redis: publish and ack time out, the consumer reconnects
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

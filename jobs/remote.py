@@ -92,7 +92,7 @@ class RedisBackend:
         if redis_url:
             s = replace(s, redis_url=redis_url)
         self.settings = s
-        self.client = redis.Redis.from_url(s.redis_url, decode_responses=True)
+        self.client = s.redis_client(decode_responses=True)
         self.store = JobStore(self.client, s)
         self.celery = make_app(s)
         self.default_model = normalise_model(default_model) if default_model else None

@@ -31,6 +31,9 @@ class Settings:
     sweep_interval: float = 10.0
     resend_grace: float = 30.0
     redis_retry_s: float = 60.0  # a worker retries a Redis write this long before leaving it to a sweep
+    # Every Redis client llamaq makes (and Celery's broker) gives up on a reply after
+    # this long: a frozen or partitioned Redis raises TimeoutError instead of hanging.
+    redis_socket_timeout: float = 15.0
     drain_s: float = 60.0  # warm shutdown: wait this long for the jobs started here to finish
     batch_engine_priority: int = 1  # engine priority of batch jobs (interactive: 0; 0 here is FIFO)
     model: str | None = None  # worker: model path (None: the default model)
@@ -55,6 +58,7 @@ class Settings:
             sweep_interval=_env("LLAMAQ_SWEEP_INTERVAL", d.sweep_interval, float),
             resend_grace=_env("LLAMAQ_RESEND_GRACE", d.resend_grace, float),
             redis_retry_s=_env("LLAMAQ_REDIS_RETRY_S", d.redis_retry_s, float),
+            redis_socket_timeout=_env("LLAMAQ_REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, float),
             drain_s=_env("LLAMAQ_DRAIN_S", d.drain_s, float),
             batch_engine_priority=_env("LLAMAQ_BATCH_ENGINE_PRIORITY", d.batch_engine_priority, int),
             model=_env("LLAMAQ_MODEL", None, str),
@@ -64,6 +68,30 @@ class Settings:
             n_gpu_layers=_env("LLAMAQ_N_GPU_LAYERS", d.n_gpu_layers, int),
             n_ctx=_env("LLAMAQ_N_CTX", None, int),
         )
+
+    def redis_options(self) -> dict:
+        """Socket options for redis-py clients and kombu's broker_transport_options
+        (same names). Blocking reads (XREAD BLOCK) must block for less than the
+        socket timeout: see max_block_ms."""
+        return {"socket_timeout": self.redis_socket_timeout, "socket_connect_timeout": self.redis_socket_timeout,
+                "socket_keepalive": True, "health_check_interval": 25}
+
+    def redis_client(self, url: str | None = None, **kwargs):
+        """A redis-py client with these socket options. redis-py retries a
+        command 10 times by default, timeouts included (11 socket timeouts per
+        call on a frozen Redis, and a write replayed that may have been applied):
+        here only connection errors are retried; callers decide about timeouts."""
+        import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+
+        retry = Retry(ExponentialWithJitterBackoff(cap=1, base=0.01), 10, supported_errors=(redis.ConnectionError,))
+        return redis.Redis.from_url(url or self.redis_url, retry=retry, **self.redis_options(), **kwargs)
+
+    @property
+    def max_block_ms(self) -> int:
+        """The longest a blocking Redis read may wait, well inside the socket timeout."""
+        return max(1, int(self.redis_socket_timeout * 500))
 
     @property
     def pool_threads(self) -> int:

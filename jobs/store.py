@@ -301,7 +301,8 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> "JobStore":
-        return cls(redis.Redis.from_url(url, decode_responses=True), settings)
+        settings = settings or Settings.from_env()
+        return cls(settings.redis_client(url, decode_responses=True), settings)
 
     # -- keys --
     def job_key(self, job_id: str) -> str:
@@ -468,6 +469,7 @@ class JobStore:
         self.r.xadd(self.stream_key(job_id), {"d": text, "i": index}, maxlen=STREAM_MAXLEN, approximate=True)
 
     def read_stream(self, job_id: str, last_id: str, block_ms: int) -> list[tuple[str, dict]]:
+        block_ms = min(block_ms, self.s.max_block_ms)  # a reply later than the socket timeout is an error
         out = self.r.xread({self.stream_key(job_id): last_id}, block=block_ms, count=256)
         return out[0][1] if out else []
 

@@ -28,7 +28,8 @@ MODEL = "faults"  # the workers serve the tiny model under this name
 # (max attempts raised: on a loaded box a starved worker can look dead and its jobs run again)
 ENV = {"LLAMAQ_VISIBILITY_TIMEOUT": "10", "LLAMAQ_HEARTBEAT_TTL": "4", "LLAMAQ_MAX_ATTEMPTS": "10",
        "LLAMAQ_RESTORE_INTERVAL": "1", "LLAMAQ_SWEEP_INTERVAL": "1", "LLAMAQ_RESEND_GRACE": "2", "LLAMAQ_REDIS_RETRY_S": "3",
-       "LLAMAQ_BATCH_LEASE_S": "3", "LLAMAQ_BATCH_POLL_S": "0.3", "LLAMAQ_BATCH_SUBMIT_CHUNK": "4"}
+       "LLAMAQ_BATCH_LEASE_S": "3", "LLAMAQ_BATCH_POLL_S": "0.3", "LLAMAQ_BATCH_SUBMIT_CHUNK": "4",
+       "LLAMAQ_REDIS_SOCKET_TIMEOUT": "2"}
 LINES = 40
 DONE_S = 90  # every wait for the end of a batch gives up after this
 
@@ -243,6 +244,32 @@ def test_batch_and_jobs_survive(fleet, fault):
     b, took = wait_batch_end([api], bid)
     report(fault, took)
     assert_exactly_once(fleet, api, b, tag=fault)
+    assert_jobs_succeeded(api, jobs)
+
+
+def test_redis_frozen_past_retry_window_and_health_still_answers(fleet):
+    """Redis SIGSTOPped (a silent Redis: connections stay open, nothing answers)
+    for longer than the workers' retry window (3 s here): every client times out
+    instead of hanging, /health answers while Redis is frozen, and after SIGCONT
+    the batch completes."""
+    fleet.ensure()
+    api = fleet.api.url
+    bid = submit_batch(api, tag="frozen")
+    jobs = submit_jobs(api)
+    wait_done(fleet, bid, 8)
+    fleet.redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        # Within about one socket timeout (2 s here). Without llamaq's timeouts the
+        # ping waits redis-py's default 5 s at least (Celery's publish and ack: forever).
+        health = httpx.get(f"{api}/health", timeout=4.5)
+        assert health.status_code == 503 and "imeout" in health.text, health.text
+        time.sleep(max(0.0, 8 - (time.monotonic() - t0)))
+    finally:
+        fleet.redis.proc.send_signal(signal.SIGCONT)
+    b, took = wait_batch_end([api], bid)
+    report("redis_frozen_8s", took)
+    assert_exactly_once(fleet, api, b, tag="frozen")
     assert_jobs_succeeded(api, jobs)
 
 

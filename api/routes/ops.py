@@ -21,6 +21,8 @@ async def health(request: Request):
     st = state(request)
     try:
         info = dict(await st.bridge.call(st.backend.health))
+        if info.get("status") == "unavailable":  # Redis unreachable: answer now, no second timeout
+            return json_response(info, status=503)
         models = await st.bridge.call(st.backend.models)
     except Exception as e:  # the backend itself is unreachable (Redis down): not ready
         return json_response({"status": "unavailable", "error": f"{type(e).__name__}: {e}"}, status=503)
