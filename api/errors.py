@@ -143,7 +143,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 
 def _allowed(request: Request) -> list[str]:
-    """Every method some route takes at this path (Starlette names only the first route's)."""
+    """Every documented method some route takes at this path (Starlette names only the
+    first route's); undocumented aliases are not advertised."""
     from starlette.routing import Match
 
     def leaves(routes):  # included routers (no prefixes here) hold their routes in original_router
@@ -153,7 +154,9 @@ def _allowed(request: Request) -> list[str]:
 
     methods: set[str] = set()
     for route in leaves(request.app.router.routes):
-        if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+        if not getattr(route, "methods", None) or not getattr(route, "include_in_schema", True):
+            continue
+        if route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
     return sorted(methods)
 

@@ -64,7 +64,9 @@ def test_truncation_to_one_token_is_greedy(tiny_engine, params):
 
 
 def test_seed_reproducible_alone_and_batched(tiny_engine):
-    params = dict(temperature=1.2, seed=11, top_k=0, top_p=1.0, min_p=0.0)
+    # top_k keeps the draw away from the ~262k boundaries of a full-vocabulary draw, where
+    # a last-ulp logit difference between batch shapes could tip it to the next token.
+    params = dict(temperature=1.2, seed=11, top_k=40, top_p=1.0, min_p=0.0)
     alone = [run(tiny_engine, q, **params) for q in PROMPTS]
     assert run_batch(tiny_engine, **params) == alone
     assert run(tiny_engine, PROMPTS[0], **{**params, "seed": 12}) != alone[0]
