@@ -15,6 +15,7 @@ import logging
 from celery import Celery, signals
 
 from . import tasks, worker
+from .broker import transport_for
 from .settings import TASK_NAME, Settings, model_name_for, queue_name
 from .store import JobStore
 
@@ -24,6 +25,7 @@ log = logging.getLogger("llamaq.worker")
 def make_app(settings: Settings) -> Celery:
     app = Celery("llamaq", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
+        broker_transport=transport_for(settings.redis_url),  # survives a closing connection
         # At least once: a message is acknowledged once its jobs are claimed in their
         # records; if the worker dies first, Redis hands it out again after the
         # visibility timeout. A claimed job whose run is lost is the reconciler's.

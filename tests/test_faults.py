@@ -245,6 +245,8 @@ def test_batch_and_jobs_survive(fleet, fault):
     report(fault, took)
     assert_exactly_once(fleet, api, b, tag=fault)
     assert_jobs_succeeded(api, jobs)
+    if fault.startswith("redis"):  # a broker outage must not stop a worker (kombu's restore on close)
+        assert all(w.proc.poll() is None for w in fleet.workers), "a worker exited during the Redis outage"
 
 
 def test_redis_frozen_past_retry_window_and_health_still_answers(fleet):
