@@ -50,6 +50,9 @@ def make_app(settings: Settings) -> Celery:
             "queue_order_strategy": "priority",
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
+            # kombu's restore pass holds a Redis mutex; a worker killed while holding it
+            # (default expiry 300 s) would stall every restore of lost messages that long.
+            "unacked_mutex_expire": 15,
             **settings.redis_options(),  # a frozen Redis: publish and ack time out, the consumer reconnects
         },
         worker_hijack_root_logger=False,
