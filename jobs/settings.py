@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 
 TASK_NAME = "llamaq.run_jobs"  # the one Celery task: run a list of jobs (jobs/tasks.py)
 
@@ -46,28 +47,15 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        d = cls()
-        return cls(
-            redis_url=_env("LLAMAQ_REDIS_URL", d.redis_url, str),
-            prefix=_env("LLAMAQ_PREFIX", d.prefix, str),
-            result_ttl=_env("LLAMAQ_RESULT_TTL", d.result_ttl, int),
-            visibility_timeout=_env("LLAMAQ_VISIBILITY_TIMEOUT", d.visibility_timeout, int),
-            max_attempts=_env("LLAMAQ_MAX_ATTEMPTS", d.max_attempts, int),
-            heartbeat_ttl=_env("LLAMAQ_HEARTBEAT_TTL", d.heartbeat_ttl, float),
-            restore_interval=_env("LLAMAQ_RESTORE_INTERVAL", d.restore_interval, int),
-            sweep_interval=_env("LLAMAQ_SWEEP_INTERVAL", d.sweep_interval, float),
-            resend_grace=_env("LLAMAQ_RESEND_GRACE", d.resend_grace, float),
-            redis_retry_s=_env("LLAMAQ_REDIS_RETRY_S", d.redis_retry_s, float),
-            redis_socket_timeout=_env("LLAMAQ_REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, float),
-            drain_s=_env("LLAMAQ_DRAIN_S", d.drain_s, float),
-            batch_engine_priority=_env("LLAMAQ_BATCH_ENGINE_PRIORITY", d.batch_engine_priority, int),
-            model=_env("LLAMAQ_MODEL", None, str),
-            model_name=_env("LLAMAQ_MODEL_NAME", None, str),
-            parallel=_env("LLAMAQ_PARALLEL", d.parallel, int),
-            threads=_env("LLAMAQ_THREADS", None, int),
-            n_gpu_layers=_env("LLAMAQ_N_GPU_LAYERS", d.n_gpu_layers, int),
-            n_ctx=_env("LLAMAQ_N_CTX", None, int),
-        )
+        """Each field from LLAMAQ_<FIELD NAME> where that is set (extra: never)."""
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            cast = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+            values[f.name] = _env(f"LLAMAQ_{f.name.upper()}", f.default, cast)
+        return cls(**values)
 
     def redis_options(self) -> dict:
         """Socket options for redis-py clients and kombu's broker_transport_options
