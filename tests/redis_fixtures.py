@@ -3,6 +3,7 @@
     redis_server   session fixture: RedisServer on a free port, AOF on, in a tmp dir
     redis_url      per-test: the server's URL, flushed first (the server is restarted if it died)
     start_worker(redis_url, model_path, ...) -> WorkerProcess   a `llamaq worker` subprocess
+    wait_http_ready(proc, url, statuses, ...)   until a server process answers /health
 
 RedisServer.restart() stops (SIGTERM: AOF flushed) and starts it again on the same
 port and data dir; restart(kill=True) uses SIGKILL."""
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +30,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_http_ready(proc: subprocess.Popen, url: str, statuses: tuple[int, ...] = (200,),
+                    timeout: float = 120, log: Path | None = None) -> None:
+    """Until GET url/health answers one of statuses; fails if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tail = log.read_text(errors="replace")[-3000:] if log else ""
+        assert proc.poll() is None, f"{proc.args[:4]} exited: {tail}"
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code in statuses:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not come up: {tail}"
+        time.sleep(0.1)
 
 
 @dataclass

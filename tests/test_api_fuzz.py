@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from redis_fixtures import wait_http_ready
 from test_api_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,16 +92,7 @@ def server(tiny_model_path):
     proc = subprocess.Popen([sys.executable, "-m", "cli.serve", "--model", str(tiny_model_path), "--port", str(port),
                              "--parallel", "8", "--n-ctx", "4096", "--log-level", "error"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, "llamaq serve exited"
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "llamaq serve did not become healthy"
-        time.sleep(0.2)
+    wait_http_ready(proc, url)
     with httpx.Client(base_url=url, timeout=60) as c:
         yield c, proc
     proc.terminate()

@@ -22,7 +22,7 @@ import orjson
 import pytest
 import redis
 
-from redis_fixtures import ROOT, RedisServer, WorkerProcess, free_port, start_worker
+from redis_fixtures import ROOT, RedisServer, WorkerProcess, free_port, start_worker, wait_http_ready
 
 MODEL = "faults"  # the workers serve the tiny model under this name
 # (max attempts raised: on a loaded box a starved worker can look dead and its jobs run again)
@@ -44,16 +44,8 @@ class ApiProcess:
     log: Path
 
     def wait_ready(self, timeout: float = 60) -> "ApiProcess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code in (200, 503):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"API not ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+        wait_http_ready(self.proc, self.url, (200, 503), timeout, self.log)
+        return self
 
     def kill(self) -> None:
         if self.proc.poll() is None:

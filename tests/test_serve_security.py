@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from redis_fixtures import wait_http_ready
 from test_api_support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,16 +37,7 @@ def serving(args: list[str], log: Path, **extra_env: str):
                             stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"llamaq serve exited: {log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code in (200, 401):
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llamaq serve did not come up"
-            time.sleep(0.2)
+        wait_http_ready(proc, url, (200, 401), log=log)
         yield url, log.read_text
     finally:
         proc.terminate()
