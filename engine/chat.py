@@ -29,21 +29,15 @@ _ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
 def _content_text(message: dict, index: int) -> str:
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts: only text parts are supported
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(
-                    f"messages[{index}].content: only text content parts are supported", param=f"messages[{index}].content"
-                )
-            parts.append(part["text"])
-        return "".join(parts)
-    raise InvalidRequest(f"messages[{index}].content must be a string or a list of parts", param=f"messages[{index}].content")
+    content, param = message.get("content"), f"messages[{index}].content"
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{param} must be a string or a list of parts", param=param)
+    # OpenAI content parts: only text parts are supported
+    if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+        raise InvalidRequest(f"{param}: only text content parts are supported", param=param)
+    return "".join(p["text"] for p in content)
 
 
 def normalise(messages: Any) -> list[dict[str, str]]:
@@ -61,34 +55,24 @@ def normalise(messages: Any) -> list[dict[str, str]]:
 
 
 def render_fallback(messages: list[dict[str, str]]) -> str:
-    parts = []
-    for m in messages:
-        if m["role"] == "system":
-            parts.append(m["content"].strip() + "\n\n")
-        elif m["role"] == "assistant":
-            parts.append(f"Assistant: {m['content']}\n")
-        else:
-            parts.append(f"User: {m['content']}\n")
-    parts.append("Assistant:")
-    return "".join(parts)
+    parts = [m["content"].strip() + "\n\n" if m["role"] == "system"
+             else f"{'Assistant' if m['role'] == 'assistant' else 'User'}: {m['content']}\n" for m in messages]
+    return "".join(parts) + "Assistant:"
+
+
+def _raise_exception(message: str) -> None:
+    raise InvalidRequest(f"chat template: {message}", param="messages")
 
 
 class ChatTemplate:
     def __init__(self, source: str, bos_token: str, eos_token: str):
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = self._raise
+        env.globals.update(raise_exception=_raise_exception, bos_token=bos_token, eos_token=eos_token)
         self._template = env.from_string(source)
-        self._bos, self._eos = bos_token, eos_token
-
-    @staticmethod
-    def _raise(message: str) -> None:
-        raise InvalidRequest(f"chat template: {message}", param="messages")
 
     def render(self, messages: list[dict[str, str]]) -> str:
         try:
-            return self._template.render(
-                messages=messages, add_generation_prompt=True, bos_token=self._bos, eos_token=self._eos
-            )
+            return self._template.render(messages=messages, add_generation_prompt=True)
         except jinja2.TemplateError as e:
             raise InvalidRequest(f"chat template failed: {e}", param="messages") from e
 
@@ -98,11 +82,9 @@ def load_template(model: Model) -> ChatTemplate | None:
     source = model.chat_template()
     if not source:
         return None
-    bos = model.token_bytes(model.bos, special=True).decode("utf-8", "replace")
-    eos_id = model.eog_tokens[0] if model.eog_tokens else -1
-    eos = model.token_bytes(eos_id, special=True).decode("utf-8", "replace") if eos_id >= 0 else ""
+    text = lambda t: model.token_bytes(t, special=True).decode("utf-8", "replace")  # noqa: E731
     try:
-        return ChatTemplate(source, bos, eos)
+        return ChatTemplate(source, text(model.bos), text(model.eog_tokens[0]) if model.eog_tokens else "")
     except Exception as e:  # a broken template falls back rather than breaking the model
         log.warning("chat template unusable (%s); using the plain-text fallback", e)
         return None

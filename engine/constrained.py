@@ -33,15 +33,10 @@ class ConstrainedSampler:
         self._n_vocab = model.n_vocab
         self._ids = np.arange(model.n_vocab, dtype=np.int32)
         self._cand = np.zeros(model.n_vocab, dtype=_TOKEN_DATA)
-        self._arr = llama_cpp.llama_token_data_array(
-            data=self._cand.ctypes.data_as(llama_cpp.llama_token_data_p), size=0, selected=-1, sorted=False
-        )
-
-    def _logits(self, index: int) -> np.ndarray:
-        ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
-        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+        self._arr = llama_cpp.llama_token_data_array(size=0, selected=-1, sorted=False)
 
     def _apply(self, chain, logits: np.ndarray) -> int:
+        """The chain's pick from logits, not yet accepted (llama_sampler_sample would accept it)."""
         cand = self._cand
         cand["id"] = self._ids
         cand["logit"] = logits
@@ -53,7 +48,7 @@ class ConstrainedSampler:
         return int(arr.data[arr.selected].id)
 
     def sample(self, chain, matcher, index: int) -> int:
-        logits = self._logits(index)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
         token = self._apply(chain, logits)
         if not matcher.accepts(token):
             matcher.mask_logits(logits)  # in place, in llama.cpp's logits buffer

@@ -10,22 +10,21 @@ from concurrent.futures import Future
 import llama_cpp
 import numpy as np
 
+from .batch import Batch
 from .config import EngineConfig
 from .errors import EngineDead, InvalidRequest, PromptTooLong
 from .model import Model
+
+_N_SEQ = 64  # inputs in one decode
 
 
 class Embedder:
     def __init__(self, model: Model, cfg: EngineConfig):
         self.model = model
-        self.n_ctx = cfg.embedding_n_ctx
         self.n_batch = min(cfg.embedding_n_batch, cfg.embedding_n_ctx)
-        self.n_seq = 64
-        self._ctx = model.new_context(
-            n_ctx=self.n_ctx, n_batch=self.n_batch, n_seq_max=self.n_seq, n_threads=cfg.n_threads, embeddings=True
-        )
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._ctx = model.new_context(n_ctx=cfg.embedding_n_ctx, n_batch=self.n_batch, n_seq_max=_N_SEQ,
+                                      n_threads=cfg.n_threads, embeddings=True)
+        self._batch = Batch(self.n_batch)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="llamaq-embedder", daemon=True)
         self._thread.start()
@@ -53,68 +52,51 @@ class Embedder:
         self._queue.put(None)
         self._thread.join(timeout=10)
         if self._ctx is not None and not self._thread.is_alive():
-            llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
+        while (item := self._queue.get()) is not None:
             jobs = [item]
-            while True:  # take every request already waiting: one batch for all callers
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
+            while not self._queue.empty():  # every request already waiting: one batch for all callers
+                if (item := self._queue.get()) is None:
                     self._queue.put(None)
                     break
-                jobs.append(nxt)
-            inputs = [toks for toks, _ in jobs for toks in toks]
+                jobs.append(item)
             try:
-                vectors = self._embed_all(inputs)
+                vectors = self._embed_all([toks for inputs, _ in jobs for toks in inputs])
             except Exception as e:
                 for _, fut in jobs:
                     fut.set_exception(EngineDead(f"embedding failed: {e}"))
                 continue
             k = 0
-            for toks, fut in jobs:
-                fut.set_result(vectors[k : k + len(toks)])
-                k += len(toks)
+            for inputs, fut in jobs:
+                fut.set_result(vectors[k : k + len(inputs)])
+                k += len(inputs)
 
     def _embed_all(self, inputs: list[list[int]]) -> list[list[float]]:
         out: list[list[float]] = []
-        i = 0
-        while i < len(inputs):
-            group, used = [], 0
-            while i < len(inputs) and len(group) < self.n_seq and used + len(inputs[i]) <= self.n_batch:
-                group.append(inputs[i])
-                used += len(inputs[i])
-                i += 1
-            out.extend(self._decode(group))
-        return out
+        n_seq = 0
+        for toks in inputs:
+            if n_seq == _N_SEQ or self._batch.n + len(toks) > self.n_batch:
+                out += self._decode(n_seq)
+                n_seq = 0
+            self._batch.add(toks, 0, n_seq, False)
+            n_seq += 1
+        return out + self._decode(n_seq) if n_seq else out
 
-    def _decode(self, group: list[list[int]]) -> list[list[float]]:
+    def _decode(self, n_seq: int) -> list[list[float]]:
         b = self._batch
-        n = 0
-        for s, toks in enumerate(group):
-            for pos, t in enumerate(toks):
-                b.token[n], b.pos[n], b.n_seq_id[n] = t, pos, 1
-                b.seq_id[n][0] = s
-                b.logits[n] = 1
-                n += 1
-        b.n_tokens = n
-        llama_cpp.llama_memory_clear(self._mem, True)
-        rc = llama_cpp.llama_decode(self._ctx, b)
+        b.logits[: b.n] = 1  # mean pooling reads every token's output
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+        rc = llama_cpp.llama_decode(self._ctx, b.as_llama())
+        b.clear()
         if rc != 0:
             raise RuntimeError(f"llama_decode failed (code {rc})")
-        dim = self.model.n_embd
         vecs = []
-        for s in range(len(group)):
+        for s in range(n_seq):
             ptr = llama_cpp.llama_get_embeddings_seq(self._ctx, s)
-            v = np.ctypeslib.as_array(ptr, shape=(dim,)).astype(np.float64)
+            v = np.ctypeslib.as_array(ptr, shape=(self.model.n_embd,)).astype(np.float64)
             norm = np.linalg.norm(v)
             vecs.append((v / norm if norm > 0 else v).tolist())
         return vecs

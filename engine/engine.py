@@ -23,7 +23,7 @@ from .handle import Handle
 from .model import Model
 from .scheduler import Chunk, Scheduler
 from .sequence import Sequence, Status
-from .slots import KV, Slots
+from .slots import Slots
 from .text_stream import TextStream
 from .types import EngineStats, Request, Result, SamplingParams, Timings, Usage
 
@@ -64,7 +64,7 @@ class Engine:
         self._ctx = m.new_context(n_ctx=self.n_ctx, n_batch=cfg.n_batch, n_seq_max=n_seq, n_threads=cfg.n_threads,
                                   swa_full=cfg.swa_full, flash_attn=cfg.flash_attn, kv_type=cfg.kv_type)
         self._batch = Batch(cfg.n_batch)
-        self._sched = Scheduler(Slots(KV(self._ctx), n_seq), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel,
+        self._sched = Scheduler(Slots(self._ctx, n_seq), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel,
                                 n_batch=cfg.n_batch, share=m.can_share_prefix, n_swa=0 if cfg.swa_full else m.n_swa)
         self._sampler = sampling.Sampler(self._ctx, m, self.n_ctx_seq, fast=cfg.fast_sampling)
         self._template = chat.load_template(m)

@@ -1,36 +1,25 @@
-"""Errors the engine raises to callers. All derive from EngineError."""
+"""Errors the engine raises to callers. All derive from EngineError; param names
+the offending field or setting where there is one."""
 
 
 class EngineError(Exception):
-    """Base class for engine errors."""
+    def __init__(self, message: str = "", param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class InvalidRequest(EngineError, ValueError):
-    """The request itself is wrong (bad parameter, prompt too long, bad schema).
-
-    param names the offending field where there is one."""
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
+    """The request itself is wrong (bad parameter, prompt too long, bad schema)."""
 
 
 class PromptTooLong(InvalidRequest):
     def __init__(self, n_prompt: int, n_limit: int):
-        super().__init__(
-            f"prompt is {n_prompt} tokens, longer than the context allows ({n_limit} tokens)",
-            param="prompt",
-        )
-        self.n_prompt = n_prompt
-        self.n_limit = n_limit
+        super().__init__(f"prompt is {n_prompt} tokens, longer than the context allows ({n_limit} tokens)", "prompt")
+        self.n_prompt, self.n_limit = n_prompt, n_limit
 
 
 class InvalidConfig(EngineError, ValueError):
-    """An engine setting that cannot work; param names it."""
-
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.param = param
+    """An engine setting that cannot work."""
 
 
 class QueueFull(EngineError):

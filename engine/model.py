@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from pathlib import Path
@@ -11,7 +12,6 @@ import llama_cpp
 
 from .errors import ModelLoadError
 
-_backend_ready = False
 _KV_TYPES = {"f32": llama_cpp.GGML_TYPE_F32, "f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
 _LOG_ERROR, _LOG_CONT = 4, 5  # ggml_log_level in this llama.cpp (llama-cpp-python's own map is off by one)
 _log = {"verbose": False, "last_shown": False}
@@ -26,13 +26,10 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         sys.stderr.write(text.decode("utf-8", errors="replace"))
 
 
-def _init_backend(verbose: bool) -> None:
-    global _backend_ready
-    _log["verbose"] = verbose
-    if not _backend_ready:
-        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
+@functools.cache
+def _init_backend() -> None:
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    llama_cpp.llama_backend_init()
 
 
 class Model:
@@ -44,7 +41,8 @@ class Model:
             raise ModelLoadError(f"model file not found: {path}")
         if not os.access(path, os.R_OK):
             raise ModelLoadError(f"model file not readable: {path}")
-        _init_backend(verbose)
+        _log["verbose"] = verbose
+        _init_backend()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 0x7FFFFFFF
         ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)

@@ -20,9 +20,6 @@ class PrefixIndex:
         self._paths: dict[int, list[_Node]] = {}  # seq id -> nodes along its path
         self._tokens: dict[int, list[int]] = {}
 
-    def __contains__(self, seq_id: int) -> bool:
-        return seq_id in self._paths
-
     def extend(self, seq_id: int, tokens: list[int]) -> None:
         """Append tokens to a sequence's path (creating the path if new)."""
         path = self._paths.setdefault(seq_id, [])

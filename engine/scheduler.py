@@ -103,7 +103,7 @@ class Scheduler:
     def _window_intact(self, src: Sequence, n: int) -> bool:
         """Whether src still holds the cells a child continuing at position n attends
         to; a sliding-window cache drops older ones (llama-server's pos_min check)."""
-        return not self.n_swa or self.slots.kv.pos_min(src.seq_id) <= max(0, n - self.n_swa)
+        return not self.n_swa or self.slots.pos_min(src.seq_id) <= max(0, n - self.n_swa)
 
     def _try_admit(self, seq: Sequence) -> str:
         src, usable, potential = self._match(seq)

@@ -12,32 +12,9 @@ from .prefix_cache import PrefixIndex
 from .sequence import Sequence, Status
 
 
-class KV:
-    """The llama_memory operations the slots need."""
-
-    def __init__(self, ctx: llama_cpp.llama_context_p):
-        self.mem = llama_cpp.llama_get_memory(ctx)
-
-    def remove(self, seq_id: int, start: int = 0) -> None:
-        """Drop the sequence's cells from position start on."""
-        llama_cpp.llama_memory_seq_rm(self.mem, seq_id, start, -1)
-
-    def share(self, src: int, dst: int, n: int) -> None:
-        """Let dst see src's cells for positions [0, n) (no copy in a unified cache)."""
-        llama_cpp.llama_memory_seq_cp(self.mem, src, dst, 0, n)
-
-    def pos_min(self, seq_id: int) -> int:
-        """The lowest position the sequence still holds (-1: none); above 0 once a
-        sliding-window cache has dropped the cells that fell out of the window."""
-        return llama_cpp.llama_memory_seq_pos_min(self.mem, seq_id)
-
-    def clear(self) -> None:
-        llama_cpp.llama_memory_clear(self.mem, True)
-
-
 class Slots:
-    def __init__(self, kv: KV, n_seq: int):
-        self.kv = kv
+    def __init__(self, ctx: llama_cpp.llama_context_p, n_seq: int):
+        self.mem = llama_cpp.llama_get_memory(ctx)
         self.free_ids: list[int] = list(range(n_seq - 1, -1, -1))
         self.by_id: dict[int, Sequence] = {}
         self.cached: OrderedDict[int, Sequence] = OrderedDict()  # LRU first
@@ -45,10 +22,17 @@ class Slots:
         self.shared_from: dict[int, int] = {}  # seq id -> parent id it shares cells with
         self.evictions = 0
 
+    def pos_min(self, seq_id: int) -> int:
+        """The lowest position the sequence still holds (-1: none); above 0 once a
+        sliding-window cache has dropped the cells that fell out of the window."""
+        return llama_cpp.llama_memory_seq_pos_min(self.mem, seq_id)
+
+    def _remove(self, seq_id: int, start: int = 0) -> None:
+        llama_cpp.llama_memory_seq_rm(self.mem, seq_id, start, -1)
+
     def cells(self, s: Sequence) -> int:
         """Cells this sequence adds beyond what it shares with a live parent."""
-        shared = s.n_reused if s.seq_id in self.shared_from else 0
-        return s.n_past - shared
+        return s.n_past - (s.n_reused if s.seq_id in self.shared_from else 0)
 
     def cached_cells(self) -> int:
         return sum(self.cells(s) for s in self.cached.values())
@@ -59,7 +43,7 @@ class Slots:
         if not self.free_ids and not self.evict_one(keep):
             return None
         seq_id = self.free_ids.pop()
-        self.kv.remove(seq_id)
+        self._remove(seq_id)
         return seq_id
 
     def adopt(self, src: Sequence, n: int) -> int:
@@ -67,15 +51,16 @@ class Slots:
         seq_id = src.seq_id
         self._forget(src)
         self.free_ids.remove(seq_id)
-        self.kv.remove(seq_id, n)
+        self._remove(seq_id, n)
         return seq_id
 
     def assign(self, seq: Sequence, seq_id: int, src: Sequence | None, n_shared: int, index: bool) -> None:
         """Give seq the id; it sees src's first n_shared cells (already its own when adopted)."""
         if src is not None and src.seq_id >= 0 and n_shared > 0:
-            self.kv.share(src.seq_id, seq_id, n_shared)
+            llama_cpp.llama_memory_seq_cp(self.mem, src.seq_id, seq_id, 0, n_shared)  # shared, not copied: unified KV
             self.shared_from[seq_id] = src.seq_id
-            self.touch(src)
+            if src.seq_id in self.cached:  # most recently used
+                self.cached.move_to_end(src.seq_id)
         seq.seq_id, seq.n_past, seq.n_reused = seq_id, n_shared, n_shared
         self.by_id[seq_id] = seq
         if index:
@@ -87,11 +72,6 @@ class Slots:
         self.index.truncate(seq.seq_id, seq.n_past)  # the last sampled token never reached the KV
         seq.status = Status.CACHED
         self.cached[seq.seq_id] = seq
-        self.touch(seq)
-
-    def touch(self, seq: Sequence) -> None:
-        if seq.seq_id in self.cached:
-            self.cached.move_to_end(seq.seq_id)
 
     def evict_one(self, keep: Sequence | None = None) -> bool:
         for seq in self.cached.values():
@@ -103,9 +83,8 @@ class Slots:
 
     def evict_all(self) -> int:
         n = len(self.cached)
-        for seq in list(self.cached.values()):
-            self.release(seq)
-        self.evictions += n
+        while self.evict_one():
+            pass
         return n
 
     def release(self, seq: Sequence) -> None:
@@ -114,7 +93,7 @@ class Slots:
         if sid < 0 or self.by_id.get(sid) is not seq:
             return
         self._forget(seq)
-        self.kv.remove(sid)
+        self._remove(sid)
 
     def _forget(self, seq: Sequence) -> None:
         sid = seq.seq_id
@@ -132,4 +111,4 @@ class Slots:
     def clear(self) -> None:
         for seq in list(self.by_id.values()):
             self.release(seq)
-        self.kv.clear()
+        llama_cpp.llama_memory_clear(self.mem, True)

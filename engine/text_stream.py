@@ -48,12 +48,7 @@ class TextStream:
         return self._emit(len(self._pending))
 
     def _find_stop(self) -> int | None:
-        best = None
-        for s in self._stop:
-            i = self._pending.find(s)
-            if i >= 0 and (best is None or i < best):
-                best = i
-        return best
+        return min((i for s in self._stop if (i := self._pending.find(s)) >= 0), default=None)
 
     def _partial_stop_len(self) -> int:
         """Length of the longest suffix of pending text that starts some stop string."""
