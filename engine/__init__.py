@@ -13,37 +13,12 @@ on llama-cpp-python's low-level API. Imports nothing from jobs/, api/, cli/.
 from . import amx_guard
 from .config import EngineConfig, default_model_path
 from .engine import Engine
-from .errors import (
-    EngineDead,
-    EngineError,
-    InvalidRequest,
-    ModelLoadError,
-    PromptTooLong,
-    QueueFull,
-    RequestFailed,
-)
+from .errors import EngineDead, EngineError, InvalidRequest, ModelLoadError, PromptTooLong, QueueFull, RequestFailed
 from .handle import Handle
 from .types import Constraint, EngineStats, Request, Result, SamplingParams, Timings, Usage
 
 amx_guard.apply()
 
-__all__ = [
-    "Constraint",
-    "Engine",
-    "EngineConfig",
-    "EngineDead",
-    "EngineError",
-    "EngineStats",
-    "Handle",
-    "InvalidRequest",
-    "ModelLoadError",
-    "PromptTooLong",
-    "QueueFull",
-    "Request",
-    "RequestFailed",
-    "Result",
-    "SamplingParams",
-    "Timings",
-    "Usage",
-    "default_model_path",
-]
+__all__ = ["Constraint", "Engine", "EngineConfig", "EngineDead", "EngineError", "EngineStats", "Handle",
+           "InvalidRequest", "ModelLoadError", "PromptTooLong", "QueueFull", "Request", "RequestFailed", "Result",
+           "SamplingParams", "Timings", "Usage", "default_model_path"]

