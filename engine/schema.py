@@ -135,6 +135,7 @@ def prepare_schema(schema: Any) -> tuple[dict, list[str]]:
             _rewrite(node, path, notes)
     # Bare local $ref branches become (a copy of) their target, so that
     # llguidance's proof that the branches are exclusive sees what they are.
+    root["$schema"] = "https://json-schema.org/draft/2020-12/schema"  # llguidance fetches unknown ones
     resolver = referencing.Registry().resolver_with_root(DRAFT202012.create_resource(root))
     for _, node in list(walk(root)):
         if isinstance(node, dict) and isinstance(node.get("oneOf"), list):

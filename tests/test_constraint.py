@@ -234,6 +234,15 @@ def test_draft4_exclusive_bound_is_rewritten():
     assert schema["exclusiveMinimum"] is True  # the caller's schema is untouched
 
 
+def test_unknown_dialect_compiles_as_2020_12(tok):
+    """llguidance would try to fetch a $schema it does not know, and fail."""
+    for dialect in ("http://json-schema.org/schema#", "https://example.com/my-dialect"):
+        schema = {"$schema": dialect, "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+        cc = compile_constraint(Constraint("json_schema", schema), tok)
+        assert_accepts(cc, tok, {"a": 1})
+        assert_rejects(cc, tok, {"a": "x"})
+
+
 def test_json_object_accepts_any_object_only(tok):
     cc = compile_constraint(Constraint("json_object"), tok)
     assert_accepts(cc, tok, {"a": [1, {"b": None}], "c": "d"})
