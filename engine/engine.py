@@ -66,7 +66,7 @@ class Engine:
         self._batch = Batch(cfg.n_batch)
         self._sched = Scheduler(Slots(self._ctx, n_seq), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel,
                                 n_batch=cfg.n_batch, share=m.can_share_prefix, n_swa=0 if cfg.swa_full else m.n_swa)
-        self._sampler = sampling.Sampler(self._ctx, m, self.n_ctx_seq, fast=cfg.fast_sampling)
+        self._sampler = sampling.Sampler(self._ctx, m, self.n_ctx_seq, fast=cfg.fast_sampling, n_threads=cfg.n_threads)
         self._template = chat.load_template(m)
 
     # ---------------------------------------------------------------- public API
@@ -142,6 +142,7 @@ class Engine:
             if self._closed or self._thread.is_alive():
                 return
             self._closed = True
+            self._sampler.close()
             if self._embedder:
                 self._embedder.close()
             llama_cpp.llama_free(self._ctx)
@@ -281,20 +282,16 @@ class Engine:
             self._sched.advance(c)
         ready = [c.seq for c in chunks if c.logits and c.seq.running]
         t0 = _clock()
-        self._sampler.new_step(sum(c.logits for c in chunks))
-        tokens = [self._pick(seq) for seq in ready]
+        tokens, pool_cpu_ms = self._sampler.sample(ready, sum(c.logits for c in chunks))
         self._time("sample", t0)
+        self._stats.sample_cpu_ms += pool_cpu_ms
+        self._stats.step_cpu_ms += pool_cpu_ms
         for seq, token in zip(ready, tokens):
-            if token is not None:
+            if isinstance(token, Exception):
+                log.error("request %s failed while sampling: %r", seq.request.id, token)
+                self._fail(seq, RequestFailed(f"{type(token).__name__}: {token}"))
+            else:
                 self._accept(seq, token, now)
-
-    def _pick(self, seq: Sequence) -> int | None:
-        try:
-            return self._sampler.sample(seq)
-        except Exception as e:
-            log.exception("request %s failed while sampling", seq.request.id)
-            self._fail(seq, RequestFailed(f"{type(e).__name__}: {e}"))
-            return None
 
     def _accept(self, seq: Sequence, token: int, now: float) -> None:
         try:

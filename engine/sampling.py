@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import llama_cpp
 import numpy as np
@@ -97,16 +100,20 @@ def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int], n_ctx: i
 
 
 class Sampler:
-    """Picks the next token of each sequence whose logits the last decode produced."""
+    """Picks the next token of each sequence whose logits the last decode produced.
+    Unconstrained sequences are sampled on a thread pool (numpy's argmax and llama.cpp's
+    chain both release the GIL) while this thread does the grammar-constrained ones."""
 
-    def __init__(self, ctx: llama_cpp.llama_context_p, model: Model, n_ctx: int, fast: bool = True):
+    def __init__(self, ctx: llama_cpp.llama_context_p, model: Model, n_ctx: int, fast: bool = True,
+                 n_threads: int | None = None):
         self._ctx = ctx
         self._model = model
         self._n_ctx = n_ctx
         self._fast = fast
         self._constrained = ConstrainedSampler(ctx, model)
         self._bias: dict[Sequence, tuple[np.ndarray, np.ndarray]] = {}  # fast-path sequences' logit bias
-        self._logits: np.ndarray | None = None  # this step's logits rows, viewed in place
+        self._n_parts = max(1, min(n_threads or os.cpu_count() or 1, 8))
+        self._pool = ThreadPoolExecutor(self._n_parts - 1, "llamaq-sample") if self._n_parts > 1 else None
 
     def start(self, seq: Sequence) -> None:
         p, m = seq.request.params, self._model
@@ -123,27 +130,48 @@ class Sampler:
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
 
-    def new_step(self, n_outputs: int) -> None:
-        self._logits = None
-        self._n_outputs = n_outputs
+    def close(self) -> None:
+        if self._pool:
+            self._pool.shutdown()
 
-    def sample(self, seq: Sequence) -> int:
+    def sample(self, seqs: list[Sequence], n_outputs: int) -> tuple[list[int | Exception], float]:
+        """Each sequence's token, or the exception that sampling it raised; and the
+        CPU ms the pool threads spent (this thread's own time is the caller's to measure)."""
+        base = llama_cpp.llama_get_logits(self._ctx)  # applies llama.cpp's pending output reorder, once
+        logits = np.ctypeslib.as_array(base, shape=(n_outputs, self._model.n_vocab)) if base else None
+        free = [s for s in seqs if s.matcher is None]
+        parts = [free[i :: self._n_parts] for i in range(self._n_parts)] if len(free) >= 4 else [free]
+        futures = [self._pool.submit(self._sample_part, part, logits) for part in parts[1:] if part]
+        done, _ = self._sample_part([s for s in seqs if s.matcher is not None] + parts[0], logits)
+        pool_ms = 0.0
+        for f in futures:
+            more, cpu_ms = f.result()
+            done.update(more)
+            pool_ms += cpu_ms
+        return [done[s] for s in seqs], pool_ms
+
+    def _sample_part(self, seqs: list[Sequence], logits: np.ndarray | None) -> tuple[dict, float]:
+        t0 = time.thread_time()
+        out: dict[Sequence, int | Exception] = {}
+        for seq in seqs:
+            try:
+                out[seq] = self._sample_one(seq, logits)
+            except Exception as e:
+                out[seq] = e
+        return out, (time.thread_time() - t0) * 1000
+
+    def _sample_one(self, seq: Sequence, logits: np.ndarray | None) -> int:
         if seq.matcher is not None:
             return self._constrained.sample(seq.sampler, seq.matcher, seq.batch_index)
         if seq.sampler is not None:
             return llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
-        row = self._row(seq.batch_index)
+        row = logits[self._row_index(logits, seq.batch_index)]
         bias = self._bias.get(seq)
         if bias is not None:
             row[bias[0]] += bias[1]  # in llama.cpp's buffer, as its logit-bias sampler does to its copy
         return int(row.argmax())  # the first maximum, like llama.cpp's greedy sampler
 
-    def _row(self, batch_index: int) -> np.ndarray:
-        """The logits of one batch entry: a view into llama.cpp's output buffer."""
-        n_vocab = self._model.n_vocab
-        if self._logits is None:
-            base = llama_cpp.llama_get_logits(self._ctx)
-            self._base = ctypes.addressof(base.contents)
-            self._logits = np.ctypeslib.as_array(base, shape=(self._n_outputs, n_vocab))
+    def _row_index(self, logits: np.ndarray, batch_index: int) -> int:
+        """Which row of the output buffer holds a batch entry's logits."""
         ptr = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
-        return self._logits[(ctypes.addressof(ptr.contents) - self._base) // (4 * n_vocab)]
+        return (ctypes.addressof(ptr.contents) - logits.ctypes.data) // logits.strides[0]

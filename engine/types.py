@@ -88,7 +88,7 @@ class EngineStats:
     evictions: int = 0
     steps: int = 0
     batch_tokens: int = 0  # summed over steps: mean batch = batch_tokens / steps
-    # Summed over steps that decoded: wall time, and the engine thread's CPU time.
+    # Summed over steps that decoded: wall time, and CPU time (the engine thread and its sampling pool).
     step_ms: float = 0.0
     decode_ms: float = 0.0  # of which in llama_decode
     sample_ms: float = 0.0  # of which picking tokens from the logits

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import Engine, Request, SamplingParams
+from engine import Engine, Request, RequestFailed, SamplingParams
 from model_fixtures import tiny_config
 
 PROMPTS = [f"sample prompt {i}: " + "the cat sat on the mat " * (i % 3 + 1) for i in range(8)]
@@ -82,3 +82,47 @@ def test_penalties_change_greedy_output(tiny_engine, chain_engine):
         penalised = run(tiny_engine, "la la la la", **common, **penalty)
         assert penalised.count(4242) < plain.count(4242), penalty
         assert penalised == run(chain_engine, "la la la la", **common, **penalty)
+
+
+@pytest.fixture(scope="module")
+def pooled_engine(tiny_model_path):
+    """Two threads: unconstrained sequences are sampled on the sampling thread pool."""
+    eng = Engine(tiny_config(tiny_model_path, n_parallel=8, n_threads=2))
+    assert eng._sampler._pool is not None
+    yield eng
+    eng.close()
+
+
+@pytest.mark.parametrize("params", [
+    dict(temperature=0, logit_bias={1000: 5.0, 2000: -100.0}),
+    dict(temperature=0.9, seed=7, top_k=40),
+    dict(temperature=0, max_tokens=24, ignore_eos=True, repeat_penalty=1.5, logit_bias={4242: 8.0}),
+])
+def test_pooled_sampling_equals_one_thread(pooled_engine, tiny_engine, chain_engine, params):
+    """Sampling on the pool picks the same tokens as the engine thread alone, and greedy
+    ones the same as llama.cpp's chain."""
+    pooled = run_batch(pooled_engine, **params)
+    assert pooled == run_batch(tiny_engine, **params)
+    if not params.get("temperature"):
+        assert pooled == run_batch(chain_engine, **params)
+
+
+def test_pooled_sampling_error_fails_only_its_request(pooled_engine, monkeypatch):
+    """An exception while sampling one sequence on a pool thread reaches that request;
+    the others in the same steps finish."""
+    sampler = type(pooled_engine._sampler)
+    original = sampler._sample_one
+
+    def faulty(self, seq, logits):
+        if seq.request.prompt == "victim" and seq.n_generated == 2:
+            raise RuntimeError("injected sampling fault")
+        return original(self, seq, logits)
+
+    monkeypatch.setattr(sampler, "_sample_one", faulty)
+    p = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    others = [pooled_engine.submit(Request(q, p, cache_prompt=False)) for q in PROMPTS[:6]]
+    victim = pooled_engine.submit(Request("victim", p, cache_prompt=False))
+    with pytest.raises(RequestFailed, match="injected sampling fault"):
+        victim.result(timeout=60)
+    assert [h.result(timeout=60).usage.completion_tokens for h in others] == [12] * 6
+    assert pooled_engine.alive
