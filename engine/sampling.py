@@ -1,7 +1,8 @@
 """Sampling: parameter checks, per-request llama.cpp sampler chains, and the
-per-step sampler. Greedy requests without penalties skip the chain: an argmax
-over a zero-copy view of their logits row (llama.cpp's chain builds a
-262,144-entry candidate array per call, the bulk of the host time per step)."""
+per-step sampler. Requests without penalties or grammars skip the chain, which
+builds a 262,144-entry candidate array per call (the bulk of the host time per
+step): greedy is an argmax over a zero-copy view of the logits row, and top-k
+sampling works on the few tokens that can be in the top k."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import llama_cpp
 import numpy as np
@@ -64,10 +66,46 @@ def logit_bias(p: SamplingParams, eog_tokens: list[int]) -> dict[int, float]:
     return bias
 
 
+MAX_FAST_TOP_K = 256  # the fast draw finds the top k through 256+ block maxima
+
+
 def needs_chain(p: SamplingParams) -> bool:
-    """Whether sampling needs llama.cpp's chain (random draws, penalties, grammars)."""
+    """Whether sampling needs llama.cpp's chain (penalties, grammars, a top-k the fast draw can't do)."""
     penalties = p.repeat_penalty != 1.0 or p.presence_penalty or p.frequency_penalty
-    return p.temperature > 0 or bool(penalties) or p.constraint is not None
+    top_k_ok = p.temperature <= 0 or 0 < p.top_k <= MAX_FAST_TOP_K
+    return bool(penalties) or p.constraint is not None or not top_k_ok
+
+
+def top_k_ids(row: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """The ids of the k largest logits, largest first. The k-th largest of the block
+    maxima bounds the k-th largest logit from below, so one pass finds a few hundred
+    candidates to sort instead of 262,144."""
+    maxima = np.maximum.reduceat(row, np.arange(0, row.size, block))
+    if k > maxima.size:
+        return top_k_ids(row, k, max(1, row.size // k))
+    threshold = np.partition(maxima, maxima.size - k)[maxima.size - k]
+    cand = np.flatnonzero(row >= threshold)
+    return cand[np.argsort(-row[cand], kind="stable")[:k]]
+
+
+def truncate(row: np.ndarray, p: SamplingParams) -> tuple[np.ndarray, np.ndarray]:
+    """The tokens llama.cpp's chain (build_chain) would draw from, and their unnormalised
+    probabilities: top_k, top_p, min_p, then temperature, on the top-k candidates only."""
+    ids = top_k_ids(row, p.top_k)
+    logits = row[ids].astype(np.float64)
+    n = len(ids)
+    if p.top_p < 1.0:  # the smallest head whose probability reaches top_p
+        probs = np.exp(logits - logits[0])
+        n = min(n, int(np.searchsorted(np.cumsum(probs / probs.sum()), p.top_p)) + 1)
+    if p.min_p > 0:  # tokens at least min_p times as likely as the best
+        n = max(1, int(np.count_nonzero(logits[:n] >= logits[0] + math.log(p.min_p))))
+    return ids[:n], np.exp((logits[:n] - logits[0]) / p.temperature)
+
+
+def draw(row: np.ndarray, p: SamplingParams, rng: np.random.Generator) -> int:
+    ids, weights = truncate(row, p)
+    cum = np.cumsum(weights)
+    return int(ids[min(len(ids) - 1, int(np.searchsorted(cum, rng.random() * cum[-1], side="right")))])
 
 
 def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int], n_ctx: int) -> llama_cpp.llama_sampler_p:
@@ -99,6 +137,13 @@ def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int], n_ctx: i
     return chain
 
 
+@dataclass
+class _FastPick:
+    bias_ids: np.ndarray
+    bias: np.ndarray
+    rng: np.random.Generator  # per request: a seed gives the same tokens alone or batched
+
+
 class Sampler:
     """Picks the next token of each sequence whose logits the last decode produced.
     Unconstrained sequences are sampled on a thread pool (numpy's argmax and llama.cpp's
@@ -111,7 +156,7 @@ class Sampler:
         self._n_ctx = n_ctx
         self._fast = fast
         self._constrained = ConstrainedSampler(ctx, model)
-        self._bias: dict[Sequence, tuple[np.ndarray, np.ndarray]] = {}  # fast-path sequences' logit bias
+        self._fast_seqs: dict[Sequence, _FastPick] = {}
         self._n_parts = max(1, min(n_threads or os.cpu_count() or 1, 8))
         self._pool = ThreadPoolExecutor(self._n_parts - 1, "llamaq-sample") if self._n_parts > 1 else None
 
@@ -119,13 +164,14 @@ class Sampler:
         p, m = seq.request.params, self._model
         if self._fast and not needs_chain(p):
             bias = logit_bias(p, m.eog_tokens)
-            if bias:
-                self._bias[seq] = (np.fromiter(bias, np.int64), np.fromiter(bias.values(), np.float32))
+            seed = p.seed if p.seed is not None else random.getrandbits(32)
+            self._fast_seqs[seq] = _FastPick(np.fromiter(bias, np.int64), np.fromiter(bias.values(), np.float32),
+                                             np.random.default_rng(seed & 0xFFFFFFFF))
             return
         seq.sampler = build_chain(p, m.n_vocab, m.eog_tokens, self._n_ctx)
 
     def free(self, seq: Sequence) -> None:
-        self._bias.pop(seq, None)
+        self._fast_seqs.pop(seq, None)
         if seq.sampler is not None:
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
@@ -166,10 +212,13 @@ class Sampler:
         if seq.sampler is not None:
             return llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
         row = logits[self._row_index(logits, seq.batch_index)]
-        bias = self._bias.get(seq)
-        if bias is not None:
-            row[bias[0]] += bias[1]  # in llama.cpp's buffer, as its logit-bias sampler does to its copy
-        return int(row.argmax())  # the first maximum, like llama.cpp's greedy sampler
+        fast = self._fast_seqs[seq]
+        if fast.bias_ids.size:
+            row[fast.bias_ids] += fast.bias  # in llama.cpp's buffer, as its logit-bias sampler does to its copy
+        p = seq.request.params
+        if p.temperature <= 0:
+            return int(row.argmax())  # the first maximum, like llama.cpp's greedy sampler
+        return draw(row, p, fast.rng)
 
     def _row_index(self, logits: np.ndarray, batch_index: int) -> int:
         """Which row of the output buffer holds a batch entry's logits."""

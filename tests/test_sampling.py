@@ -3,9 +3,13 @@ each parameter does, on the tiny f32 model."""
 
 from __future__ import annotations
 
+import ctypes
+
+import llama_cpp
+import numpy as np
 import pytest
 
-from engine import Engine, Request, RequestFailed, SamplingParams
+from engine import Engine, Request, RequestFailed, SamplingParams, sampling
 from model_fixtures import tiny_config
 
 PROMPTS = [f"sample prompt {i}: " + "the cat sat on the mat " * (i % 3 + 1) for i in range(8)]
@@ -126,3 +130,51 @@ def test_pooled_sampling_error_fails_only_its_request(pooled_engine, monkeypatch
         victim.result(timeout=60)
     assert [h.result(timeout=60).usage.completion_tokens for h in others] == [12] * 6
     assert pooled_engine.alive
+
+
+def test_top_k_ids_is_the_top_k():
+    rng = np.random.default_rng(0)
+    for n, k in [(262_144, 1), (262_144, 40), (262_144, 256), (5_000, 40), (300, 256), (1_000, 300)]:
+        row = (rng.normal(size=n) * 3).astype(np.float32)
+        row[rng.integers(0, n, 8)] = row.max()  # ties at the top
+        got = sampling.top_k_ids(row, k)
+        assert len(got) == min(k, n) and len(set(got.tolist())) == len(got)
+        assert np.all(np.diff(row[got]) <= 0)  # largest first
+        assert row[got].min() >= np.sort(row)[::-1][min(k, n) - 1]
+
+
+def llama_chain_distribution(row: np.ndarray, p: SamplingParams) -> dict[int, float]:
+    """What llama.cpp's own chain keeps and with which probabilities (its dist step is the draw)."""
+    chain = sampling.build_chain(p, row.size, [], 4096)
+    llama_cpp.llama_sampler_free(llama_cpp.llama_sampler_chain_remove(chain, llama_cpp.llama_sampler_chain_n(chain) - 1))  # dist: the draw
+    cand = np.zeros(row.size, dtype=[("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+    cand["id"], cand["logit"] = np.arange(row.size), row
+    arr = llama_cpp.llama_token_data_array(data=cand.ctypes.data_as(llama_cpp.llama_token_data_p),
+                                           size=row.size, selected=-1, sorted=False)
+    llama_cpp.llama_sampler_apply(chain, ctypes.byref(arr))
+    kept = np.ctypeslib.as_array(ctypes.cast(arr.data, ctypes.POINTER(ctypes.c_byte)), shape=(arr.size * 12,))
+    kept = kept.view(cand.dtype)
+    llama_cpp.llama_sampler_free(chain)
+    w = np.exp(kept["logit"].astype(np.float64) - kept["logit"].max())
+    return dict(zip(kept["id"].tolist(), (w / w.sum()).tolist()))
+
+
+@pytest.mark.parametrize("params", [
+    dict(temperature=0.8),  # the defaults: top_k 40, top_p 0.95, min_p 0.05
+    dict(temperature=1.0, top_k=40, top_p=1.0, min_p=0.0),
+    dict(temperature=1.5, top_k=200, top_p=0.5, min_p=0.0),
+    dict(temperature=0.3, top_k=100, top_p=1.0, min_p=0.2),
+    dict(temperature=2.0, top_k=7, top_p=0.9, min_p=0.01),
+])
+def test_fast_draw_keeps_llama_chain_distribution(params):
+    p = SamplingParams(**params)
+    assert not sampling.needs_chain(p)
+    row = (np.random.default_rng(1).normal(size=262_144) * 2.5).astype(np.float32)
+    ids, weights = sampling.truncate(row, p)
+    ours = dict(zip(ids.tolist(), (weights / weights.sum()).tolist()))
+    theirs = llama_chain_distribution(row, p)
+    assert ours.keys() == theirs.keys()
+    assert max(abs(ours[t] - theirs[t]) for t in ours) < 1e-5
+    draws = [sampling.draw(row, p, np.random.default_rng(s)) for s in range(300)]
+    assert set(draws) <= ours.keys()
+    assert draws == [sampling.draw(row, p, np.random.default_rng(s)) for s in range(300)]  # a seed repeats

@@ -5,7 +5,7 @@
 (b) the engine with 1, 16 and 64 concurrent clients, with its per-step time
     split into decode, sampling and other host work; with --sampler both, also
     with every sequence sampled through llama.cpp's chain (the engine before
-    its greedy fast path), in the same run;
+    its fast paths), in the same run; --temperature samples instead of greedy;
 (c) the raw ceiling: a bare llama_batch/llama_decode/greedy loop at the same
     batch sizes with no scheduling at all.
 Greedy decoding, distinct prompts, EOS ignored so every request generates the
@@ -80,8 +80,8 @@ def run_clients(eng: Engine, prompts: list, concurrency: int, params: SamplingPa
     return results, time.perf_counter() - start
 
 
-def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int) -> dict:
-    params = SamplingParams(temperature=0.0, max_tokens=gen, ignore_eos=True)
+def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int, temperature: float) -> dict:
+    params = SamplingParams(temperature=temperature, max_tokens=gen, ignore_eos=True)
     before = eng.stats()
     results, wall = run_clients(eng, prompts, concurrency, params)
     after = eng.stats()
@@ -135,10 +135,12 @@ def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, thread
 @click.option("--threads", type=int, default=None, help="CPU threads (default: all cores).")
 @click.option("--n-gpu-layers", type=int, default=0, show_default=True)
 @click.option("--sampler", type=click.Choice(["fast", "chain", "both"]), default="both", show_default=True,
-              help="fast: greedy by argmax over the logits; chain: llama.cpp's sampler chain for every sequence.")
+              help="fast: argmax or top-k draw over the logits in numpy; chain: llama.cpp's sampler chain for every sequence.")
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="Engine rows' temperature (with the default top_k 40, top_p 0.95, min_p 0.05 when > 0).")
 @click.option("--no-baselines", is_flag=True, help="Skip the sequential and raw-loop rows.")
 @out_option("engine")
-def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu_layers, sampler, no_baselines, out):
+def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu_layers, sampler, temperature, no_baselines, out):
     """Engine throughput vs sequential requests and the raw batch-loop ceiling,
     with the engine's time per step: decode, sampling, other host work."""
     levels = [int(x) for x in levels.split(",")]
@@ -154,14 +156,15 @@ def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu
         eng.generate(prompts[-1], temperature=0, max_tokens=4)  # warm-up
         try:
             for c in levels:
-                rows.append(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c))
+                rows.append(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c, temperature))
                 if cfg is configs[-1] and not no_baselines:
                     rows.append(run_raw(eng.model, prompts[:c], gen_tokens, c, threads))
             if cfg is configs[-1] and n_gpu_layers == 0 and not no_baselines:
                 rows.insert(0, run_sequential(path, prompts[: max(4, n_requests // 2)], gen_tokens, threads))
         finally:
             eng.close()
-    click.echo(f"model {path.name}; {prompt_tokens}-token prompts, {gen_tokens} generated tokens, greedy")
+    how = f"temperature {temperature} (engine rows)" if temperature else "greedy"
+    click.echo(f"model {path.name}; {prompt_tokens}-token prompts, {gen_tokens} generated tokens, {how}")
     seq = next((r["tok_s"] for r in rows if r["mode"].startswith("sequential")), None)
     raw = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].startswith("raw")}
     chain = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].endswith("chain")}
@@ -177,4 +180,5 @@ def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu
                        ("sample_cpu_ms", "sample CPU ms/step", ".2f"), ("vs_sequential", "x sequential", ".2f"),
                        ("vs_raw", "x raw", ".2f"), ("vs_chain", "x chain", ".2f")])
     write_json(out, "engine", {"model": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+                               "temperature": temperature,
                                "rows": rows})
