@@ -37,12 +37,15 @@ _lib = llama_cpp.llama_cpp._lib
 def _lru(cache: OrderedDict, key: Any, make, limit: int) -> Any:
     """cache[key], made if missing; the least recently used entries past limit go."""
     with _lock:
-        if key not in cache:
-            cache[key] = make()
-        cache.move_to_end(key)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = make()  # outside the lock: a slow compile holds up no one else's lookup
+    with _lock:
+        value = cache.setdefault(key, value)
         while len(cache) > limit:
             cache.popitem(last=False)
-        return cache[key]
+    return value
 
 
 @dataclass(frozen=True, eq=False)
