@@ -59,9 +59,7 @@ class Model:
         self._eog = frozenset(self.eog_tokens)
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
         # Recurrent state cannot be cut at an arbitrary position, so prefixes can't be shared.
-        self.can_share_prefix = not (
-            llama_cpp.llama_model_is_recurrent(ptr) or llama_cpp.llama_model_is_hybrid(ptr)
-        )
+        self.can_share_prefix = not (llama_cpp.llama_model_is_recurrent(ptr) or llama_cpp.llama_model_is_hybrid(ptr))
         self._pieces: dict[int, bytes] = {}
 
     @property
@@ -94,12 +92,11 @@ class Model:
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         """The raw bytes of one token (may be part of a UTF-8 character)."""
-        if not special:
-            piece = self._pieces.get(token)
-            if piece is None:
-                piece = self._pieces[token] = self._token_bytes(token, False)
-            return piece
-        return self._token_bytes(token, True)
+        if special:
+            return self._token_bytes(token, True)
+        if (piece := self._pieces.get(token)) is None:
+            piece = self._pieces[token] = self._token_bytes(token, False)
+        return piece
 
     def _token_bytes(self, token: int, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -113,23 +110,11 @@ class Model:
         return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
 
     # -- contexts --
-    def new_context(
-        self,
-        *,
-        n_ctx: int,
-        n_batch: int,
-        n_seq_max: int,
-        n_threads: int | None = None,
-        embeddings: bool = False,
-        swa_full: bool = True,
-        flash_attn: bool | None = None,
-        kv_type: str = "f16",
-    ) -> llama_cpp.llama_context_p:
+    def new_context(self, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int | None = None,
+                    embeddings: bool = False, swa_full: bool = True, flash_attn: bool | None = None,
+                    kv_type: str = "f16") -> llama_cpp.llama_context_p:
         p = llama_cpp.llama_context_default_params()
-        p.n_ctx = n_ctx
-        p.n_batch = n_batch
-        p.n_ubatch = n_batch
-        p.n_seq_max = n_seq_max
+        p.n_ctx, p.n_batch, p.n_ubatch, p.n_seq_max = n_ctx, n_batch, n_batch, n_seq_max
         cores = os.cpu_count() or 1
         # llama.cpp uses n_threads for one-token batches and n_threads_batch for
         # larger ones; a lone decode step is too small to gain from every core

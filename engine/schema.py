@@ -193,8 +193,8 @@ def _dependencies(node: dict) -> None:
     for kw in ("dependencies", "dependentRequired", "dependentSchemas"):
         deps = node.pop(kw, None)
         for prop, need in deps.items() if isinstance(deps, dict) else ():
+            present = {"required": [prop, *need]} if isinstance(need, list) else {"allOf": [{"required": [prop]}, need]}
             if need is not True:
-                present = {"required": [prop, *need]} if isinstance(need, list) else {"allOf": [{"required": [prop]}, need]}
                 clauses.append({"anyOf": [{"properties": {prop: False}}, present]})
     if clauses:
         node.setdefault("allOf", []).extend(clauses)
