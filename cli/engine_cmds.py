@@ -8,6 +8,7 @@ import click
 import orjson
 
 from engine import Engine, EngineConfig, EngineError, Request, SamplingParams
+from jobs.chat import chat_for
 
 
 def _engine(model: str | None, **kw) -> Engine:
@@ -69,8 +70,9 @@ def chat(message, system, model, max_tokens, temperature, seed, stop, as_json):
     """Send MESSAGE as one user turn (the model's chat template, or a plain fallback)."""
     with _engine(model, n_parallel=1) as eng:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
-        prompt = eng.render_chat(messages)
-        stops = list(stop) + eng.chat_stop
+        chat_format = chat_for(eng)
+        prompt = chat_format.render(messages)
+        stops = list(stop) + chat_format.stop
         _run(eng, prompt, SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed, stop=stops), as_json)
 
 

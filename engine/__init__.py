@@ -5,7 +5,6 @@ on llama-cpp-python's low-level API. Imports nothing from jobs/, api/, cli/.
     handle = engine.submit(Request("Hello", SamplingParams(max_tokens=16)))
     for delta in handle: ...                          # text as it is decoded
     result = handle.result()                          # Result(text, finish_reason, usage, timings)
-    engine.render_chat([{"role": "user", "content": "Hi"}]) -> prompt text
     engine.embed(["a", "b"]) -> list of L2-normalised vectors
     engine.close()
 """

@@ -13,7 +13,7 @@ from collections import deque
 
 import llama_cpp
 
-from . import chat, sampling
+from . import sampling
 from .batch import Batch
 from .config import EngineConfig
 from .constrained import compile_request_constraint
@@ -67,21 +67,11 @@ class Engine:
         self._sched = Scheduler(Slots(self._ctx, n_seq), n_ctx=self.n_ctx, n_parallel=cfg.n_parallel,
                                 n_batch=cfg.n_batch, share=m.can_share_prefix, n_swa=0 if cfg.swa_full else m.n_swa)
         self._sampler = sampling.Sampler(self._ctx, m, self.n_ctx_seq, fast=cfg.fast_sampling, n_threads=cfg.n_threads)
-        self._template = chat.load_template(m)
 
     # ---------------------------------------------------------------- public API
     @property
     def model_name(self) -> str:
         return self.model.name
-
-    @property
-    def has_chat_template(self) -> bool:
-        return self._template is not None
-
-    @property
-    def chat_stop(self) -> list[str]:
-        """Stop strings a chat request needs (the plain-text fallback's turn marker)."""
-        return [] if self._template else list(chat.FALLBACK_STOP)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         self._require_open()
@@ -91,10 +81,6 @@ class Engine:
         self._require_open()
         self._check_tokens(tokens, "tokens")
         return self.model.detokenize(tokens)
-
-    def render_chat(self, messages: list[dict]) -> str:
-        msgs = chat.normalise(messages)
-        return self._template.render(msgs) if self._template else chat.render_fallback(msgs)
 
     def submit(self, request: Request) -> Handle:
         """Queue a request. Raises InvalidRequest, PromptTooLong, QueueFull or EngineDead."""

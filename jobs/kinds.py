@@ -20,6 +20,7 @@ from typing import Any
 from engine import Constraint, Request, SamplingParams
 
 from . import schemas
+from .chat import chat_for
 from .errors import JobValidationError
 from .record import KINDS
 
@@ -209,8 +210,9 @@ def _model(engine, body: dict) -> str:
 
 
 def _start_chat(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
-    prompt = engine.render_chat(body["messages"])
-    req = Request(prompt, _params(body, engine.model.n_vocab, engine.chat_stop), cache_prompt=body.get("cache_prompt", True))
+    chat = chat_for(engine)
+    prompt = chat.render(body["messages"])
+    req = Request(prompt, _params(body, engine.model.n_vocab, chat.stop), cache_prompt=body.get("cache_prompt", True))
     created, model = int(time.time()), _model(engine, body)
 
     def build(results: list) -> dict:
@@ -299,7 +301,7 @@ def _simple_prompt(engine, text: str, *, target_language: str, source_language: 
         lines.append("Use these translations for these terms:")
         lines += [f"- {k}: {v}" for k, v in glossary.items()]
     lines += ["", text]
-    return engine.render_chat([{"role": "user", "content": "\n".join(lines)}])
+    return chat_for(engine).render([{"role": "user", "content": "\n".join(lines)}])
 
 
 def _start_translation(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
@@ -313,7 +315,7 @@ def _start_translation(engine, body: dict, on_delta: OnDelta | None, priority: i
         prompt = build_prompt(engine, text, target_language=tgt, source_language=body.get("source_language"),
                               glossary=body.get("glossary"))
         params = _params(dict(body, max_tokens=body.get("max_tokens") or budget_for(text)), engine.model.n_vocab,
-                         engine.chat_stop,
+                         chat_for(engine).stop,
                          temperature=0.0)
         reqs.append(Request(prompt, params))
     created, model = int(time.time()), _model(engine, body)

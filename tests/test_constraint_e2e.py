@@ -11,6 +11,7 @@ import pytest
 
 from engine import Constraint, Request, SamplingParams
 from engine.grammar import compile_constraint, make_tokenizer
+from jobs.chat import chat_for
 from engine.schema import validate_output
 
 PERSON = {
@@ -121,7 +122,7 @@ def test_default_model_outputs_validate(default_engine):
     handles = []
     for schema, ask in cases:
         c = Constraint("json_schema", schema) if schema else Constraint("json_object")
-        prompt = default_engine.render_chat([{"role": "user", "content": ask}])
+        prompt = chat_for(default_engine).render([{"role": "user", "content": ask}])
         p = SamplingParams(temperature=0.0, max_tokens=160, constraint=c)
         handles.append((c, default_engine.submit(Request(prompt, p))))
     for c, h in handles:

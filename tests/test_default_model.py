@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from engine import Request, SamplingParams
-from engine.chat import ChatTemplate
+from jobs.chat import ChatTemplate
 
 pytestmark = pytest.mark.slow
 

@@ -20,6 +20,7 @@ from engine import (
     SamplingParams,
 )
 from engine.text_stream import TextStream
+from jobs.chat import chat_for
 from model_fixtures import tiny_config
 
 GREEDY = dict(temperature=0.0)
@@ -233,14 +234,13 @@ def test_embedding_errors(tiny_engine):
 
 
 def test_chat_fallback_template(tiny_engine):
-    assert not tiny_engine.has_chat_template
-    prompt = tiny_engine.render_chat(
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    )
+    chat = chat_for(tiny_engine)
+    assert not chat.has_template
+    prompt = chat.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
     assert prompt == "Be brief.\n\nUser: Hi\nAssistant:"
-    assert tiny_engine.chat_stop == ["\nUser:"]
+    assert chat.stop == ["\nUser:"]
     with pytest.raises(InvalidRequest, match=r"messages\[0\].role"):
-        tiny_engine.render_chat([{"role": "robot", "content": "x"}])
+        chat.render([{"role": "robot", "content": "x"}])
 
 
 def test_error_in_one_request_fails_only_that_request(tiny_engine, monkeypatch):

@@ -26,6 +26,7 @@ from cli.bench.util import out_option, print_table, write_json
 from engine import Constraint, Engine, EngineConfig, SamplingParams
 from engine.errors import InvalidRequest
 from engine.grammar import compile_constraint, make_tokenizer
+from jobs.chat import chat_for
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "jsonschemabench"
 MASK_SCHEMAS = ("Glaiveai2K---calculate_area_0d060209", "Snowplow---sp_51_Normalized",
@@ -296,7 +297,8 @@ def command(model, gen_tokens, levels, n_requests, threads, n_gpu_layers, bench_
         rows = []
         if not skip_decode:
             ask = "List six people as JSON: name, age, city and email of each. Person set {i}."
-            prompts = [eng.render_chat([{"role": "user", "content": ask.format(i=i)}])
+            chat = chat_for(eng)
+            prompts = [chat.render([{"role": "user", "content": ask.format(i=i)}])
                        for i in range(max(n_requests, max(levels)))]
             c = Constraint("json_schema", DECODE_SCHEMA)
             eng.generate(prompts[0], temperature=0, max_tokens=4, constraint=c)  # warm-up, compiles

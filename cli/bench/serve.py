@@ -71,7 +71,10 @@ def summarize(mode: str, samples: list[Sample], duration: float, concurrency: in
 def run_inprocess(engine, n: int, concurrency: int, max_tokens: int, prompt_words: int) -> tuple[list, float, int]:
     from engine import Request, SamplingParams
 
-    prompts = [engine.render_chat(make_messages(i, prompt_words)) for i in range(n)]
+    from jobs.chat import chat_for
+
+    chat = chat_for(engine)
+    prompts = [chat.render(make_messages(i, prompt_words)) for i in range(n)]
     todo = iter(range(n))
     lock = threading.Lock()
     samples: list[Sample] = []
@@ -83,7 +86,7 @@ def run_inprocess(engine, n: int, concurrency: int, max_tokens: int, prompt_word
             if i is None:
                 return
             t0 = time.perf_counter()
-            params = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=list(engine.chat_stop))
+            params = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=chat.stop)
             h = engine.submit(Request(prompts[i], params))
             stamps = [time.perf_counter() for d in h if d]
             r = h.result()

@@ -79,8 +79,8 @@ def command(model, segments, tgt, max_tokens, parallel, n_gpu_layers, out_path):
         prompts = []
         for s in segs:
             p = tr.prompts.build(protect(s.text.strip(), s.markup).text)
-            text = eng.render_chat(p.messages) if p.messages is not None else p.text
-            stop = p.stop + (eng.chat_stop if p.messages is not None else [])
+            text = sub.chat.render(p.messages) if p.messages is not None else p.text
+            stop = p.stop + (sub.chat.stop if p.messages is not None else [])
             prompts.append((text, stop, min(max_tokens, max_tokens_for(s.text))))
         t0 = time.perf_counter()
         tokens = [0]

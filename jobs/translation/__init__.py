@@ -19,12 +19,13 @@ def build_prompt(engine, text: str, *, target_language: str, source_language: st
                  glossary: dict[str, str] | None = None) -> str:
     """One translation prompt as text for engine.submit (used by the
     "translation" job kind): the same instructions as the CLI, through the
-    model's chat template or its plain-text fallback (stop: engine.chat_stop)."""
+    model's chat template or its plain-text fallback (stop: chat_for(engine).stop)."""
+    from ..chat import chat_for
     from .prompts import PromptBuilder
 
     g = Glossary(list((glossary or {}).items()))
     p = PromptBuilder(source_language, target_language, g, "chat").build(text)
-    return engine.render_chat(p.messages)
+    return chat_for(engine).render(p.messages)
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..chat import chat_for
 from .prompts import Prompt
 
 
@@ -50,7 +51,8 @@ class EngineSubmitter:
     def __init__(self, engine, poll_s: float = 0.005):
         self.engine = engine
         self.model_id = engine.model_name
-        self.has_chat_template = engine.has_chat_template
+        self.chat = chat_for(engine)
+        self.has_chat_template = self.chat.has_template
         self.calls = 0
         self.poll_s = poll_s
 
@@ -58,8 +60,8 @@ class EngineSubmitter:
         from engine import Request, SamplingParams
 
         p = job.prompt
-        prompt = self.engine.render_chat(p.messages) if p.messages is not None else p.text
-        stop = list(p.stop) + (list(self.engine.chat_stop) if p.messages is not None else [])
+        prompt = self.chat.render(p.messages) if p.messages is not None else p.text
+        stop = list(p.stop) + (self.chat.stop if p.messages is not None else [])
         return Request(prompt, SamplingParams(temperature=job.temperature, seed=job.seed, max_tokens=job.max_tokens,
                                                stop=stop))
 

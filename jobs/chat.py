@@ -1,5 +1,9 @@
 """Chat messages to prompt text: the model's Jinja2 template, or a plain fallback.
 
+    chat = chat_for(engine)              # made once per loaded model
+    prompt = chat.render(messages)       # raises InvalidRequest naming the message
+    stop = chat.stop                     # the fallback's turn marker, or []
+
 Fallback (models with no chat template, such as the default Gemma 3 270M base):
 
     <system content>
@@ -14,15 +18,17 @@ and generation stops at the next "\\nUser:" line (FALLBACK_STOP)."""
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import InvalidRequest
-from .model import Model
+from engine import Engine, EngineDead, InvalidRequest
+from engine.model import Model
 
-log = logging.getLogger("llamaq.engine")
+log = logging.getLogger("llamaq.jobs")
 
 FALLBACK_STOP = ["\nUser:"]
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -88,3 +94,37 @@ def load_template(model: Model) -> ChatTemplate | None:
     except Exception as e:  # a broken template falls back rather than breaking the model
         log.warning("chat template unusable (%s); using the plain-text fallback", e)
         return None
+
+
+class Chat:
+    """How one model turns chat messages into prompt text."""
+
+    def __init__(self, model: Model):
+        self.template = load_template(model)
+
+    @property
+    def has_template(self) -> bool:
+        return self.template is not None
+
+    @property
+    def stop(self) -> list[str]:
+        """Stop strings a chat request needs (the plain-text fallback's turn marker)."""
+        return [] if self.template else list(FALLBACK_STOP)
+
+    def render(self, messages: Any) -> str:
+        msgs = normalise(messages)
+        return self.template.render(msgs) if self.template else render_fallback(msgs)
+
+
+_chats: weakref.WeakKeyDictionary[Model, Chat] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def chat_for(engine: Engine) -> Chat:
+    """The engine's chat format, loaded on first use and kept while its model lives."""
+    with _lock:
+        if (chat := _chats.get(engine.model)) is None:
+            if engine.model.ptr is None:  # closed: reading a freed model would crash
+                raise EngineDead("engine is not running: closed")
+            chat = _chats[engine.model] = Chat(engine.model)
+    return chat
