@@ -11,7 +11,6 @@ import numpy as np
 
 class Batch:
     def __init__(self, capacity: int):
-        self.capacity = capacity
         self.token = np.zeros(capacity, dtype=np.int32)
         self.pos = np.zeros(capacity, dtype=np.int32)
         self.n_seq_id = np.ones(capacity, dtype=np.int32)
@@ -44,8 +43,7 @@ class Batch:
         self.pos[i:j] = np.arange(start_pos, start_pos + k, dtype=np.int32)
         self.seq[i:j] = seq_id
         self.logits[i:j] = 0
-        if logits_last:
-            self.logits[j - 1] = 1
+        self.logits[j - 1] = logits_last
         self.n = j
         return j - 1
 

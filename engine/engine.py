@@ -22,6 +22,7 @@ from .errors import EngineDead, EngineError, InvalidRequest, PromptTooLong, Queu
 from .handle import Handle
 from .model import Model
 from .scheduler import Chunk, Scheduler
+from .schema import validate_output
 from .sequence import Sequence, Status
 from .slots import Slots
 from .text_stream import TextStream
@@ -158,10 +159,9 @@ class Engine:
         prompt = self._prompt_tokens(request.prompt)
         if len(prompt) + 1 > self.n_ctx_seq:
             raise PromptTooLong(len(prompt), self.n_ctx_seq - 1)
-        handle = Handle(request)
-        seq = Sequence(request, handle, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)))
-        handle._on_cancel = lambda: self._request_cancel(seq)
-        seq.matcher = compile_request_constraint(p.constraint, self.model)
+        handle = Handle(request, on_cancel=lambda: self._request_cancel(seq))
+        seq = Sequence(request, handle, prompt, max_tokens=min(p.max_tokens, self.n_ctx_seq - len(prompt)),
+                       stream=TextStream(p.stop), matcher=compile_request_constraint(p.constraint, self.model))
         return seq
 
     def _request_cancel(self, seq: Sequence) -> None:
@@ -194,7 +194,9 @@ class Engine:
                     self._step()
                 except Exception as e:  # a bug in one step fails that step's requests, not the engine
                     log.exception("engine step failed")
-                    self._fail_running(RequestFailed(f"engine step failed: {type(e).__name__}: {e}"))
+                    error = RequestFailed(f"engine step failed: {type(e).__name__}: {e}")
+                    for seq in list(self._sched.running):
+                        self._fail(seq, error)
                     self._sched.reset()
         except BaseException as e:
             self._dead = e
@@ -233,7 +235,6 @@ class Engine:
         self._stats.prompt_tokens_reused += seq.n_reused
         try:
             self._sampler.start(seq)
-            seq.stream = TextStream(seq.request.params.stop)
         except Exception as e:
             self._fail(seq, RequestFailed(f"could not set up sampling: {e}"))
 
@@ -273,25 +274,23 @@ class Engine:
         self._stats.sample_cpu_ms += pool_cpu_ms
         self._stats.step_cpu_ms += pool_cpu_ms
         for seq, token in zip(ready, tokens):
-            if isinstance(token, Exception):
-                log.error("request %s failed while sampling: %r", seq.request.id, token)
-                self._fail(seq, RequestFailed(f"{type(token).__name__}: {token}"))
-            else:
-                self._accept(seq, token, now)
+            self._accept(seq, token, now)
 
-    def _accept(self, seq: Sequence, token: int, now: float) -> None:
+    def _accept(self, seq: Sequence, token: int | Exception, now: float) -> None:
+        """Take a sampled token (or the error sampling raised): an error fails this request only."""
         try:
+            if isinstance(token, Exception):
+                raise token
             if seq.status is Status.PREFILL:
                 seq.status = Status.DECODE
                 seq.first_token = now
             seq.tokens.append(token)
-            seq.n_generated += 1
             self._stats.generated_tokens += 1
             reason = self._advance(seq, token)
             if reason:
                 self._complete(seq, reason)
         except Exception as e:
-            log.exception("request %s failed after sampling", seq.request.id)
+            log.exception("request %s failed", seq.request.id)
             self._fail(seq, RequestFailed(f"{type(e).__name__}: {e}"))
 
     def _advance(self, seq: Sequence, token: int) -> str | None:
@@ -299,9 +298,7 @@ class Engine:
         if self.model.is_eog(token):
             return "stop"
         seq.handle._push(seq.stream.feed(self.model.token_bytes(token)))
-        if seq.stream.stopped:
-            return "stop"
-        if seq.matcher is not None and seq.matcher.is_finished():
+        if seq.stream.stopped or (seq.matcher is not None and seq.matcher.is_finished()):
             return "stop"
         if seq.n_generated >= seq.max_tokens or seq.n_past + 1 >= self.n_ctx_seq:
             return "length"
@@ -309,26 +306,25 @@ class Engine:
 
     # ---------------------------------------------------------------- endings
     def _complete(self, seq: Sequence, reason: str) -> None:
-        if reason != "stop" or not seq.stream.stopped:
-            seq.handle._push(seq.stream.flush())
-        self._sched.finish(seq)
-        self._sampler.free(seq)
+        seq.handle._push(seq.stream.flush())
         self._stats.requests_finished += 1
+        self._end(seq, reason)
+
+    def _end(self, seq: Sequence, reason: str) -> None:
+        """Resolve the handle with a result; a running sequence's KV stays as prefix cache."""
+        if seq.running:
+            self._sched.finish(seq)
+        else:  # waiting (or still in the inbox: _run moved it to waiting already)
+            self._sched.drop(seq)
+        self._sampler.free(seq)
         seq.handle._finish(self._result(seq, reason))
 
     def _result(self, seq: Sequence, reason: str) -> Result:
-        now = time.perf_counter()
         ms = lambda t: (t - seq.submitted) * 1000 if t else 0.0  # noqa: E731
-        generated = seq.tokens[seq.n_prompt :]
-        text = seq.stream.text if seq.stream else ""
-        return Result(
-            text=text,
-            finish_reason=reason,  # type: ignore[arg-type]
-            usage=Usage(seq.n_prompt, len(generated), seq.n_reused),
-            timings=Timings(queue_ms=ms(seq.admitted), ttft_ms=ms(seq.first_token), total_ms=ms(now)),
-            tokens=generated,
-            incomplete=self._incomplete(seq, text),
-        )
+        text = seq.stream.text
+        timings = Timings(queue_ms=ms(seq.admitted), ttft_ms=ms(seq.first_token), total_ms=ms(time.perf_counter()))
+        return Result(text, reason, Usage(seq.n_prompt, seq.n_generated, seq.n_reused), timings,  # type: ignore[arg-type]
+                      tokens=seq.tokens, incomplete=self._incomplete(seq, text))
 
     @staticmethod
     def _incomplete(seq: Sequence, text: str) -> bool:
@@ -336,8 +332,6 @@ class Engine:
         as a last line of defence, does not validate: never a success."""
         if seq.matcher is None:
             return False
-        from .schema import validate_output
-
         return not seq.matcher.is_accepting() or validate_output(seq.request.params.constraint, text) is not None
 
     def _reap_cancelled(self) -> None:
@@ -346,12 +340,7 @@ class Engine:
             if seq.handle.done:
                 continue
             try:
-                if seq.running:
-                    self._sched.finish(seq)
-                else:  # waiting (or still in the inbox: _run moved it to waiting already)
-                    self._sched.drop(seq)
-                self._sampler.free(seq)
-                seq.handle._finish(self._result(seq, "cancelled"))
+                self._end(seq, "cancelled")
             except Exception as e:  # fails this request only, not everything running
                 log.exception("request %s failed while cancelling", seq.request.id)
                 self._fail(seq, RequestFailed(f"{type(e).__name__} while cancelling: {e}"))
@@ -360,10 +349,6 @@ class Engine:
         self._sched.drop(seq)
         self._sampler.free(seq)
         seq.handle._finish(None, error)
-
-    def _fail_running(self, error: EngineError) -> None:
-        for seq in list(self._sched.running):
-            self._fail(seq, error)
 
     def _fail_everything(self, error: EngineError) -> None:
         with self._cond:

@@ -103,7 +103,7 @@ class Scheduler:
 
     def _try_admit(self, seq: Sequence) -> str:
         src, usable, potential = self._match(seq)
-        if src is not None and src.prefilling and potential - usable >= MIN_SHARED_WAIT:
+        if src is not None and src.status is Status.PREFILL and potential - usable >= MIN_SHARED_WAIT:
             return "wait_leader"  # re-matched next step, when the leader has prefilled more
         need = (seq.n_prompt - usable) + min(RESERVE_MAX, seq.max_tokens)
         if not self._make_room(need, keep=src):

@@ -28,32 +28,27 @@ class Sequence:
     handle: Handle
     prompt: list[int]
     max_tokens: int
+    stream: TextStream  # the output text, held back at stop strings
+    matcher: Matcher | None = None  # structured output's grammar state
     submitted: float = field(default_factory=time.perf_counter)
     status: Status = Status.WAITING
     arrival: int = 0  # order of arrival in the scheduler's queue
     seq_id: int = -1
-    tokens: list[int] = field(default_factory=list)  # prompt + generated
-    n_past: int = 0  # tokens[:n_past] are in the KV cache
+    tokens: list[int] = field(default_factory=list)  # generated so far
+    n_past: int = 0  # the first n_past tokens of prompt + tokens are in the KV cache
     n_reused: int = 0  # prompt tokens shared from the cache
-    n_generated: int = 0
     admitted: float = 0.0
     first_token: float = 0.0
     batch_index: int = -1  # where this step's logits land, or -1
-    # Engine-thread resources, set up at admission and freed at the end:
-    sampler: llama_cpp.llama_sampler_p | None = None  # llama.cpp chain; None on the greedy fast path
-    matcher: Matcher | None = None
-    stream: TextStream | None = None
-
-    def __post_init__(self) -> None:
-        self.tokens = list(self.prompt)
+    sampler: llama_cpp.llama_sampler_p | None = None  # llama.cpp chain, set at admission; None on the fast path
 
     @property
     def n_prompt(self) -> int:
         return len(self.prompt)
 
     @property
-    def prefilling(self) -> bool:
-        return self.status is Status.PREFILL
+    def n_generated(self) -> int:
+        return len(self.tokens)
 
     @property
     def running(self) -> bool:
