@@ -132,9 +132,12 @@ def build_chain(p: SamplingParams, n_vocab: int, eog_tokens: list[int], n_ctx: i
     if p.min_p > 0:
         add(llama_cpp.llama_sampler_init_min_p(p.min_p, 1))
     add(llama_cpp.llama_sampler_init_temp(p.temperature))
-    seed = p.seed if p.seed is not None else random.getrandbits(32)
-    add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+    add(llama_cpp.llama_sampler_init_dist(seed(p)))
     return chain
+
+
+def seed(p: SamplingParams) -> int:
+    return (p.seed if p.seed is not None else random.getrandbits(32)) & 0xFFFFFFFF
 
 
 @dataclass
@@ -164,9 +167,8 @@ class Sampler:
         p, m = seq.request.params, self._model
         if self._fast and not needs_chain(p):
             bias = logit_bias(p, m.eog_tokens)
-            seed = p.seed if p.seed is not None else random.getrandbits(32)
             self._fast_seqs[seq] = _FastPick(np.fromiter(bias, np.int64), np.fromiter(bias.values(), np.float32),
-                                             np.random.default_rng(seed & 0xFFFFFFFF))
+                                             np.random.default_rng(seed(p)))
             return
         seq.sampler = build_chain(p, m.n_vocab, m.eog_tokens, self._n_ctx)
 
