@@ -247,6 +247,7 @@ class Engine:
             c.seq.batch_index = idx if c.logits else -1
         t0 = _clock()
         rc = llama_cpp.llama_decode(self._ctx, batch.as_llama())
+        llama_cpp.llama_synchronize(self._ctx)  # a GPU may still be computing: count that as decode, not sampling
         self._time("decode", t0)
         self._stats.steps += 1
         self._stats.batch_tokens += batch.n
