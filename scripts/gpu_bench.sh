@@ -7,7 +7,7 @@
 #   2. loads the model through the Python binding with every layer offloaded, in
 #      a subprocess with faulthandler and llama.cpp's log on (a segfault in
 #      llama_model_load_from_file was seen there once: its log says where);
-#   3. llamaq bench engine --n-gpu-layers -1 at B=1,16,64,128 (both samplers);
+#   3. llamaq bench engine --n-gpu-layers -1 at B=1,16,64,128 (both samplers; greedy, then temperature 0.8);
 #   4. llama-batched-bench at the same B (decode only, no sampling: the ceiling);
 #   5. llama-server -np 64, 64 concurrent greedy /completion requests.
 #
@@ -62,6 +62,8 @@ EOF
 log "llamaq bench engine"
 $PY -m cli bench engine --model "$MODEL" --n-gpu-layers -1 --concurrency $LEVELS --requests 128 \
     --prompt-tokens $PROMPT --gen-tokens $GEN --sampler both --out "$OUT/engine.json" | tee "$OUT/engine.txt"
+$PY -m cli bench engine --model "$MODEL" --n-gpu-layers -1 --concurrency $LEVELS --requests 128 --no-baselines \
+    --prompt-tokens $PROMPT --gen-tokens $GEN --sampler both --temperature 0.8 --out "$OUT/engine-t08.json" | tee "$OUT/engine-t08.txt"
 
 log "llama-batched-bench"
 "$BIN/llama-batched-bench" -m "$MODEL" -ngl 99 -c 32768 -b 2048 -ub 512 -npp $PROMPT -ntg $GEN -npl $LEVELS \
