@@ -100,7 +100,24 @@ def _load_engine(sender, **kwargs) -> None:
     engine = Engine(cfg)
     store = JobStore.from_url(s.redis_url, s)
     worker.install(worker.WorkerRuntime(engine, store, s, s.model_name or engine.model_name,
-                                        publish=lambda ids, m, p: tasks.send_jobs(app, ids, m, p)))
+                                        publish=lambda ids, m, p: tasks.send_jobs(app, ids, m, p),
+                                        reserved=_reserved_job_ids))
+
+
+def _reserved_job_ids() -> list[str]:
+    """The jobs of the messages this worker has taken and not finished with:
+    prefetched, or in a pool thread waiting for room (not acknowledged yet)."""
+    from celery.worker import state
+
+    for _ in range(3):
+        try:
+            reqs = list(state.reserved_requests)  # pool threads add to it meanwhile
+            break
+        except RuntimeError:
+            continue
+    else:
+        return []
+    return [jid for req in reqs if req.name == TASK_NAME and req.args for jid in req.args[0]]
 
 
 @signals.worker_ready.connect

@@ -8,7 +8,10 @@ do it. A sweep reads the unfinished jobs not sent or changed for a while
     (its finish lost in a Redis rollback): back to queued, or failed after
     max_attempts (JobStore.recover, atomic against a concurrent finish);
   - a queued job that no message in the broker carries (lost with a Redis
-    rollback, or acknowledged by a worker that could not run it): sent again.
+    rollback, or acknowledged by a worker that could not run it), or that only
+    a delivered, unacknowledged message carries which no live worker holds (its
+    worker died before claiming it: kombu would hand it out again only after the
+    visibility timeout, an hour by default): sent again.
 A message sent twice is harmless: the claim in the record decides who runs a job.
 """
 
@@ -33,6 +36,10 @@ log = logging.getLogger("llamaq.reconcile")
 SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)
 UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"  # delivery tag -> when it was delivered
+# a worker reports a message it took at its next heartbeat; kombu stamps the delivery
+# a moment before Celery reserves it
+DELIVERY_SLACK_S = 1.0
 SEND_CHUNK = 64
 
 
@@ -49,21 +56,33 @@ def _job_ids_of(raw: str, task_name: str) -> list[str]:
     return list(args[0]) if args else []
 
 
-def message_job_ids(client: redis.Redis, queues: Iterable[str], task_name: str = TASK_NAME) -> set[str]:
-    """Ids of the jobs some message in these queues (or delivered, unacked) carries."""
+def message_job_ids(client: redis.Redis, queues: Iterable[str],
+                    task_name: str = TASK_NAME) -> tuple[set[str], dict[str, float]]:
+    """(ids some message waiting in these queues carries, id -> when the message
+    carrying it was delivered, for the messages delivered and not acknowledged)."""
     pipe = client.pipeline(transaction=False)
     for q in queues:
         for step in PRIORITY_STEPS:
             pipe.lrange(q if not step else f"{q}{SEP}{step}", 0, -1)
-    pipe.hvals(UNACKED)
-    out: set[str] = set()
-    for raws in pipe.execute():
-        for raw in raws:
-            try:
-                out.update(_job_ids_of(raw, task_name))
-            except (ValueError, KeyError, IndexError, TypeError):
-                continue  # another app's message
-    return out
+    pipe.hgetall(UNACKED)
+    pipe.zrange(UNACKED_INDEX, 0, -1, withscores=True)
+    *lists, unacked, index = pipe.execute()
+    waiting: set[str] = set()
+    for raw in (raw for raws in lists for raw in raws):
+        waiting.update(_ids_or_none(raw, task_name))
+    when = dict(index)
+    delivered: dict[str, float] = {}
+    for tag, raw in unacked.items():
+        for jid in _ids_or_none(raw, task_name):
+            delivered[jid] = min(delivered.get(jid, when.get(tag, 0.0)), when.get(tag, 0.0))
+    return waiting, delivered
+
+
+def _ids_or_none(raw: str, task_name: str) -> list[str]:
+    try:
+        return _job_ids_of(raw, task_name)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return []  # another app's message
 
 
 class Reconciler:
@@ -82,10 +101,11 @@ class Reconciler:
         if not ids:
             return {}
         rows = self.store.open_fields(ids)
-        owners = sorted({row[1] for row in rows if row[0] == "running" and row[1]})
-        holdings = self.store.holdings(owners)
         queues = {queue_name(row[3], row[4]) for row in rows if row[0] == "queued"}
-        carried = message_job_ids(r, queues) if queues else set()
+        waiting, delivered = message_job_ids(r, queues) if queues else (set(), {})
+        names = {row[1] for row in rows if row[0] == "running" and row[1]}
+        holdings = self.store.holdings(sorted(names | (self.store.worker_names() if delivered else set())))
+        carried = waiting | self._held_messages(delivered, holdings)
         gone, fine, resend, counts = [], [], {}, {"requeued": 0, "resent": 0, "failed": 0}
         for jid, (status, owner, started, model, priority) in zip(ids, rows):
             if status is None or status in TERMINAL:
@@ -117,3 +137,11 @@ class Reconciler:
         if counts["resent"]:
             log.warning("reconciler: %s", counts)
         return counts
+
+    @staticmethod
+    def _held_messages(delivered: dict[str, float], holdings: dict[str, tuple[float, set[str]]]) -> set[str]:
+        """The delivered jobs a live worker holds in a message, or may hold: delivered
+        after some live worker's last report. The rest were delivered to a worker now dead."""
+        held = set().union(*(h for _, h in holdings.values()))
+        last_report = min((at for at, _ in holdings.values()), default=float("inf"))
+        return {jid for jid, at in delivered.items() if jid in held or at > last_report - DELIVERY_SLACK_S}

@@ -15,7 +15,8 @@ Keys (prefix "llamaq"):
     llamaq:stream:{id}       stream: token deltas, then an "end" entry
     llamaq:done              pub/sub channel: ids of jobs that just finished
     llamaq:workers           set of worker names; llamaq:worker:{name} their heartbeat
-    llamaq:held:{name}       set: the jobs that worker holds now (rewritten each heartbeat)
+    llamaq:held:{name}       set: the jobs that worker runs, claims or holds in a message it took
+                             (rewritten each heartbeat)
     llamaq:open              sorted set: every unfinished job, scored by when it was last sent
                              or changed (the reconciler's index, jobs/reconcile.py)
 """
@@ -501,6 +502,10 @@ class JobStore:
         out = pipe.execute()
         return {n: (float(orjson.loads(info).get("held_at", 0)), held)
                 for n, info, held in zip(names, out[::2], out[1::2]) if info is not None}
+
+    def worker_names(self) -> set[str]:
+        """Every registered worker, dead ones included until live_workers() prunes them."""
+        return self.r.smembers(self.workers_key)
 
     def unregister(self, name: str) -> None:
         self.r.delete(self.worker_key(name), self.held_key(name))

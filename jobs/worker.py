@@ -61,8 +61,11 @@ def _retry_redis(fn, *args, window_s: float = 60.0, **kwargs):
 
 class WorkerRuntime:
     def __init__(self, engine, store: JobStore, settings: Settings, model_name: str, publish=None,
-                 name: str | None = None):
+                 name: str | None = None, reserved=None):
         self.engine = engine
+        # reserved() -> job ids in the messages this worker took and has not finished with
+        # (reported in the heartbeat: the reconciler re-sends those of a dead worker)
+        self.reserved = reserved
         self.store = store
         self.settings = settings
         self.model_name = model_name
@@ -257,8 +260,9 @@ class WorkerRuntime:
 
     def _beat(self) -> None:
         held_at = time.time()
+        reserved = list(self.reserved()) if self.reserved is not None else []
         with self._lock:
-            held = list(self._local) + list(self._claiming)
+            held = list(self._local) + list(self._claiming) + reserved
         self.store.heartbeat(self.name, self.info(), held, held_at)
 
     def _sweep_loop(self) -> None:

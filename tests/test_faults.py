@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -61,9 +61,9 @@ class ApiProcess:
                 self.kill()
 
 
-def start_api(redis_url: str, log_dir: Path) -> ApiProcess:
+def start_api(redis_url: str, log_dir: Path, settings: dict = ENV) -> ApiProcess:
     port = free_port()
-    env = dict(os.environ, **ENV, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **settings, PYTHONPATH=str(ROOT))
     log = log_dir / f"api-{time.monotonic_ns()}.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "cli.serve", "--redis", redis_url, "--port", str(port),
@@ -78,9 +78,11 @@ class Fleet:
     logs: Path
     workers: list[WorkerProcess]
     api: ApiProcess | None = None
+    env: dict = field(default_factory=lambda: ENV)
+    parallel: int = 8
 
     def start_worker(self) -> WorkerProcess:
-        w = start_worker(self.redis.url, self.model_path, parallel=8, log_dir=self.logs, env=ENV,
+        w = start_worker(self.redis.url, self.model_path, parallel=self.parallel, log_dir=self.logs, env=self.env,
                          extra_args=["--model-name", MODEL])
         w.wait_ready()
         return w
@@ -93,10 +95,17 @@ class Fleet:
         while len(self.workers) < 2:
             self.workers.append(self.start_worker())
         if self.api is None or self.api.proc.poll() is not None:
-            self.api = start_api(self.redis.url, self.logs)
+            self.api = start_api(self.redis.url, self.logs, self.env)
 
     def r(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=5)
+
+    def close(self) -> None:
+        if self.api:
+            self.api.kill()
+        for w in self.workers:
+            w.kill()
+        self.redis.stop()
 
 
 @pytest.fixture(scope="module")
@@ -109,11 +118,7 @@ def fleet(tiny_model_path, tmp_path_factory):
         f.ensure()
         yield f
     finally:
-        if f.api:
-            f.api.kill()
-        for w in f.workers:
-            w.kill()
-        server.stop()
+        f.close()
 
 
 # ---------------------------------------------------------------- batches and jobs over HTTP
@@ -350,3 +355,31 @@ def test_workers_killed_again_and_again_while_claiming_and_finishing(fleet):
     b, took = wait_batch_end([fleet.api.url], bid)
     report("workers_killed_3_times", took)
     assert_exactly_once(fleet, fleet.api.url, b, n=120, tag="churn")
+
+
+def test_worker_kill9_with_messages_taken_but_not_claimed(tiny_model_path, tmp_path):
+    """A worker takes more messages than it has room for (prefetched, or waiting
+    in a pool thread); killed, their jobs are in no queue, only in kombu's
+    unacked hash, which hands them out again after the visibility timeout (the
+    default here: an hour). The reconciler sends them again once the worker's
+    heartbeat lapses, so the batch completes on the next worker."""
+    from jobs.reconcile import UNACKED, _job_ids_of
+
+    fleet = Fleet(RedisServer(tmp_path / "redis"), tiny_model_path, tmp_path, [],
+                  env={**ENV, "LLAMAQ_VISIBILITY_TIMEOUT": "3600"}, parallel=2)
+    fleet.redis.start()
+    try:
+        fleet.workers.append(fleet.start_worker())
+        fleet.api = start_api(fleet.redis.url, tmp_path, fleet.env)
+        bid = submit_batch(fleet.api.url, n=20, tag="taken")
+        wait_done(fleet, bid, 3)
+        fleet.workers.pop().kill()
+        delivered = [j for raw in fleet.r().hvals(UNACKED) for j in _job_ids_of(raw, "llamaq.run_jobs")]
+        statuses = [fleet.r().hget(f"llamaq:job:{j}", "status") for j in delivered]
+        assert "queued" in statuses, "the kill found no message taken but not claimed"
+        fleet.workers.append(fleet.start_worker())
+        b, took = wait_batch_end([fleet.api.url], bid, timeout=60)  # not the hour it took
+        report("worker_kill9_messages_not_claimed", took)
+        assert_exactly_once(fleet, fleet.api.url, b, n=20, tag="taken")
+    finally:
+        fleet.close()

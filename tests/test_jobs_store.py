@@ -225,3 +225,29 @@ def test_reconciler_fails_a_job_after_max_attempts(sweep_store):
     r = store.get("job_1")
     assert (r.status, r.attempts, r.error["code"]) == ("failed", 2, "worker_lost")
     assert len(sent) == 1 and store.r.zscore(store.open_key, "job_1") is None
+
+
+def test_reconciler_resends_the_jobs_of_a_message_a_dead_worker_took(sweep_store):
+    """A delivered, unacknowledged message (kombu's unacked hash) carries a job
+    only while a live worker holds it or may not have reported it yet."""
+    from jobs.celery_app import make_app
+    from jobs.tasks import send_jobs
+
+    store = sweep_store
+    store.create_many([_job(i) for i in (1, 2, 3)])
+    app = make_app(store.s)
+    for i in (1, 2, 3):
+        send_jobs(app, [f"job_{i}"], "m", "batch")
+    with app.connection_for_read() as conn:
+        q = conn.SimpleQueue("llamaq.m.batch", no_ack=False)
+        taken = [q.get(timeout=5) for _ in range(2)]  # job_1's and job_2's messages, not acknowledged
+        assert store.r.hlen("unacked") == 2
+        rec, sent = _reconciler(store)
+        store.heartbeat("A", {"name": "A"}, held=["job_2"], held_at=time.time() - 30)  # reported before delivery
+        assert _swept(store, rec)["resent"] == 0  # A may hold job_1 too: not reported yet
+        store.heartbeat("A", {"name": "A"}, held=["job_2"], held_at=time.time() + 2)
+        assert _swept(store, rec)["resent"] == 1  # job_1's worker is gone; job_3 waits in its queue
+        assert sent == [(["job_1"], "m", "batch")]
+        for m in taken:
+            m.ack()
+        q.close()
