@@ -86,7 +86,17 @@ def _select_queues(sender, instance, conf, **kwargs) -> None:
 @signals.worker_init.connect
 def _load_engine(sender, **kwargs) -> None:
     """worker_process_init is not sent for the threads pool: load the engine here
-    (main process, before consuming)."""
+    (main process, before consuming). Celery logs and ignores an error raised in
+    a signal handler, and the worker would then take messages it cannot run and
+    drop them: a worker that cannot start its engine exits instead."""
+    try:
+        _start_runtime(sender)
+    except Exception as e:
+        log.critical("the worker cannot serve (%s: %s); exiting", type(e).__name__, e)
+        raise SystemExit(1) from e
+
+
+def _start_runtime(sender) -> None:
     from engine import Engine, EngineConfig
 
     if "thread" not in str(sender.pool_cls).lower():

@@ -189,3 +189,27 @@ def test_redis_restart_with_queued_jobs_loses_none(tiny_model_path, tmp_path):
         backend.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("via_celery", [False, True])
+def test_a_worker_whose_model_fails_to_load_exits_and_takes_no_message(url, tmp_path, via_celery):
+    """Celery logs and ignores an error in its worker_init signal: a worker that
+    could not load its model would take messages with no engine and drop them."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(4096))
+    model = f"broken{int(via_celery)}"
+    backend = RedisBackend(url)
+    try:
+        rec = backend.submit("chat", {**chat(0, 4)[1], "model": model}, priority="interactive")
+        w = start_worker(url, broken, parallel=2, log_dir=tmp_path, via_celery=via_celery,
+                         env={"LLAMAQ_MODEL_NAME": model})
+        try:
+            rc = w.proc.wait(timeout=30)
+        finally:
+            w.kill()
+        assert rc != 0, w.tail()
+        assert "broken.gguf" in w.tail(200)
+        assert backend.client.llen(f"llamaq.{model}.interactive") == 1  # its message is still there
+        assert backend.get(rec.id).status == "queued"
+    finally:
+        backend.close()
