@@ -248,6 +248,45 @@ def test_markdown_byte_order_mark_before_a_heading():
     assert r.text == "\ufeff# Titre long\n\n\\- Para\n" and r.rejected == {}
 
 
+def front_matter(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+@pytest.mark.parametrize("t", ["Guide : démarrer", "- liste", "Titre # un", "@accueil", 'Dis "oui"', "a\nb"])
+def test_front_matter_multiline_plain_value_stays_valid_yaml(t):
+    """A plain value wrapped over indented lines is one segment: its translation
+    replaces every line (a quoted first line before a continuation is a YAML error)."""
+    src = "---\ntitle: Start\ndescription: A long description\n  that wraps to a second line\nweight: 3\n---\n\nBody.\n"
+    doc = MD.parse(src)
+    assert "A long description\nthat wraps to a second line" in [s.text for s in doc.segments]
+    r = MD.render(doc, [t if s.note == "front matter" else s.text for s in doc.segments])
+    assert r.rejected == {}
+    assert front_matter(r.text) == {"title": t.replace("\n", " "), "description": t.replace("\n", " "), "weight": 3}
+
+
+@pytest.mark.parametrize("t", ["yes", "No", "null", "~", "1.5", "42", "true"])
+def test_front_matter_translation_stays_a_string(t):
+    src = "---\ntitle: Start here\n---\n\nBody.\n"
+    r = render_one(src, "Start here", t)
+    assert front_matter(r.text) == {"title": t}
+
+
+def test_front_matter_comment_is_not_translated():
+    src = "---\ntitle: Hello world # the main title\nsummary: 'Short one' # shown in lists\n---\n\nBody.\n"
+    doc = MD.parse(src)
+    assert [s.text for s in doc.segments][:2] == ["Hello world", "Short one"]
+    r = MD.render(doc, ["Bonjour : monde", "Court, l'un", "Corps."])
+    assert r.text.startswith("---\ntitle: \"Bonjour : monde\" # the main title\nsummary: 'Court, l''un' # shown in lists\n")
+    assert front_matter(r.text) == {"title": "Bonjour : monde", "summary": "Court, l'un"}
+
+
+def test_front_matter_quoted_value_over_lines_is_kept():
+    src = '---\ntitle: "A quoted title\n  on two lines"\n---\n\nBody.\n'
+    assert [s.text for s in MD.parse(src).segments] == ["Body."]
+
+
 def test_markdown_skeleton_ignores_soft_breaks_only():
     sk = MD.skeleton
     assert sk("Some *text* here\nand there.\n") == sk("Other *words*\nin\nthree lines.\n")

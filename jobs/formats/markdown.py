@@ -35,6 +35,9 @@ FRONT_MATTER_KEYS = frozenset(
     "title description summary subtitle excerpt caption sidebar_label linkTitle abstract".split()
 )
 _YAML_LINE = re.compile(r"^([A-Za-z_][\w-]*)([ \t]*:[ \t]*)(.*?)[ \t]*$")
+_YAML_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'')
+_YAML_COMMENT = re.compile(r"[ \t]+#")
+_YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:+-]*|[-+]?\.(?:inf|nan)")
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -507,9 +510,8 @@ def _front_matter(src: _Source, first: int, end: int) -> list[_Cut]:
     for line in range(first, end):
         m = _YAML_LINE.match(src.bodies[line])
         if m and m.group(1) in FRONT_MATTER_KEYS and m.group(3):
-            start = src.starts[line] + m.start(3)
-            value = m.group(3)
-            cuts.append(_Cut(start, start + len(value), lambda doc, v=value: _yaml_value(doc, v)))
+            cut = _yaml_value(src, src.starts[line] + m.start(3), m.group(3), line + 1, end)
+            cuts += [cut] if cut else []
     return cuts
 
 
@@ -517,29 +519,51 @@ def _one_line_yaml(t: str) -> str:
     return " ".join(_lines(t))
 
 
-def _yaml_value(doc: Document, value: str) -> None:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        q = value[0]
-        inner = value[1:-1]
+def _yaml_value(src: _Source, start: int, value: str, line: int, end: int) -> _Cut | None:
+    """A prose value: quoted on its line, or plain (wrapped over indented lines
+    too); a comment after it stays. None for anything else (flow collections,
+    block scalars, a quoted value over lines)."""
+    wrapped = _wrapped(src, line, end)
+    quoted = _YAML_QUOTED.match(value)
+    if quoted and not wrapped and (quoted.end() == len(value) or _YAML_COMMENT.match(value, quoted.end())):
+        raw = quoted.group(0)
+        q, inner = raw[0], raw[1:-1]
         text = inner.replace("''", "'") if q == "'" else inner.replace('\\"', '"')
-        if not has_letters(text):
-            doc.keep(value)
-            return
 
-        def enc(t: str, q=q) -> str:
+        def enc(t: str) -> str:
             t = _one_line_yaml(t)
             return q + (t.replace("'", "''") if q == "'" else t.replace("\\", "\\\\").replace('"', '\\"')) + q
-
-        doc.add(text, raw=value, encode=enc, markup="text", note="front matter")
-    elif value[0] in "[{|>&*!%@`#":
-        doc.keep(value)
+    elif value[0] in "\"'[{|>&*!%@`#":
+        return None
     else:
-        doc.add_text(value, note="front matter", encode=_plain_scalar)
+        comment = _YAML_COMMENT.search(value)
+        first = value[: comment.start()] if comment else value
+        rest = [src.bodies[k].strip() for k in wrapped]
+        if any(not r or r.startswith("#") or _YAML_COMMENT.search(r) for r in rest) or (comment and rest):
+            return None  # blank or comment lines in a wrapped value: left as written
+        text = "\n".join([first.strip()] + rest)
+        raw = src.text[start: src.starts[wrapped[-1]] + len(src.bodies[wrapped[-1]].rstrip())] if wrapped \
+            else first.rstrip()
+        enc = _plain_scalar
+    if not translatable(text):
+        return None
+    return _Cut(start, start + len(raw), lambda doc: doc.add(text, raw=raw, encode=enc, note="front matter"))
+
+
+def _wrapped(src: _Source, line: int, end: int) -> list[int]:
+    """The indented lines from line on that continue a value (blank lines between them too)."""
+    k = line
+    while k < end and (not src.bodies[k].strip() or src.bodies[k][:1] in " \t"):
+        k += 1
+    while k > line and not src.bodies[k - 1].strip():
+        k -= 1
+    return list(range(line, k))
 
 
 def _plain_scalar(t: str) -> str:
     """A plain YAML scalar, quoted when the translation would not parse as one."""
     s = _one_line_yaml(t)
-    if re.fullmatch(r"[^:#'\"\[\]{},&*!|>%@`]+", s) and not s.startswith(("-", "?")):
+    if re.fullmatch(r"[^:#'\"\[\]{},&*!|>%@`]+", s) and not s.startswith(("-", "?")) \
+            and not _YAML_TYPED.fullmatch(s):  # "yes", "null", "1.5" would not read as text
         return s
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
