@@ -380,6 +380,36 @@ def test_pipeline_reports_an_unwritable_translation_and_keeps_the_source(tmp_pat
     assert vtt.failed == [] and "\nHELLO THERE. --&gt;\n" in vtt.text and vtt.text.count(" --&gt;") == 2
 
 
+
+def test_collapsed_and_shortcut_reference_links_can_be_translated():
+    """`[text][]` and `[text]` take their label from their text: a segment shows
+    them as `[text][text]`, so a translated link text keeps the target."""
+    import re
+    from dataclasses import replace
+
+    from test_translation import Upper
+
+    from jobs.translation import FileJob, Translator, translate_documents
+
+    class Words(Upper):  # every word of 3+ letters becomes another one; markers kept
+        def run(self, jobs):
+            for i, c in super().run(jobs):
+                out = re.sub(r"(?<![⟦\w])([A-Za-z]{3,})", lambda m: "zz" + m.group(1).lower(), self.seen[-1])
+                yield i, replace(c, text=out)
+
+    text = ("Read the [Code of Conduct][] and the [guide][g] first.\n\nSee [Semantic Versioning] for the rules,"
+            " [not a link] and `[Code of Conduct][]`.\n\n[Code of Conduct]: https://example.com/coc\n"
+            "[g]: https://example.com/guide\n[semantic versioning]: https://semver.org\n")
+    assert [s.text for s in MD.parse(text).segments] == [
+        "Read the [Code of Conduct][Code of Conduct] and the [guide][g] first.",
+        "See [Semantic Versioning][Semantic Versioning] for the rules, [not a link] and `[Code of Conduct][]`."]
+    [r] = translate_documents([FileJob("a.md", text, MD)], Translator(Words(), tgt="fr"))
+    assert r.failed == []
+    assert r.text.startswith("zzread zzthe [zzcode of zzconduct][Code of Conduct] zzand zzthe [zzguide][g] zzfirst.\n\n"
+                             "zzsee [zzsemantic zzversioning][Semantic Versioning] zzfor zzthe zzrules, [zznot a zzlink]"
+                             " zzand `[Code of Conduct][]`.\n")
+    assert MD.skeleton(r.text) == MD.skeleton(text)
+
 # -- output files --
 
 def test_write_atomic_replaces_whole_files(tmp_path):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import normalizeReference
 from markdown_it.token import Token
 from mdit_py_plugins.deflist import deflist_plugin
 from mdit_py_plugins.dollarmath import dollarmath_plugin
@@ -38,6 +39,7 @@ _YAML_LINE = re.compile(r"^([A-Za-z_][\w-]*)([ \t]*:[ \t]*)(.*?)[ \t]*$")
 _YAML_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'')
 _YAML_COMMENT = re.compile(r"[ \t]+#")
 _YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:+-]*|[-+]?\.(?:inf|nan)")
+_SHORT_REF = re.compile(r"(?<![\]\\])\[((?:[^\[\]\\]|\\.)+)\](?:\[\])?(?![\[(])")  # [text][] or [text]
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -379,7 +381,25 @@ def _cut(region: _Region, start: int, end: int, text: str, raw: str, encode: Cal
          note: str) -> _Cut:
     """A Markdown segment: its encoder's output is checked against its region."""
     check = functools.partial(region.keeps_skeleton, start, end)
+    text = _full_references(text, region.env)
     return _Cut(start, end, lambda doc: doc.add(text, raw=raw, encode=encode, markup="md", note=note, check=check))
+
+
+def _full_references(text: str, env: dict) -> str:
+    """Collapsed and shortcut reference links (`[text][]`, `[text]`) as full ones
+    (`[text][text]`): their label is then masked, and a translated link text
+    keeps its target. One that is not a link (in code, say) stays as it is."""
+    refs = env.get("references", {})
+    want = None
+    for m in reversed(list(_SHORT_REF.finditer(text))):
+        label = m.group(1)
+        if label.startswith("^") or normalizeReference(label) not in refs:
+            continue
+        new = text[: m.start()] + f"[{label}][{label}]" + text[m.end():]
+        want = want or markdown_skeleton(text, env)
+        if markdown_skeleton(new, env) == want:
+            text = new
+    return text
 
 
 def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task: bool = False) -> list[_Cut]:

@@ -32,7 +32,10 @@ _MD = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_p
 # -- 2. structure ------------------------------------------------------------------------
 
 def _labels(source: str) -> list[str]:
-    return re.findall(r"\[([^\[\]]+)\]", source)
+    """Footnote labels and full reference labels (`[text][label]`). Bracketed
+    prose ("[optional]") is text: the Markdown format writes a document's
+    collapsed and shortcut references as full ones."""
+    return [a or b for a, b in re.findall(r"\]\[([^\[\]]+)\]|\[(\^[^\[\]]+)\]", source)]
 
 
 def _env(labels: list[str]) -> dict:
