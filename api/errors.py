@@ -71,7 +71,7 @@ def unavailable(message: str, code: str = "no_worker") -> APIError:
 
 
 # What a jobs error's code means for its HTTP status (others: by its type).
-CODE_STATUS = {"model_not_found": 404, "not_found": 404, "queue_full": 429, "no_worker": 503,
+CODE_STATUS = {"model_not_found": 404, "not_found": 404, "queue_full": 429, "no_worker": 503, "job_lost": 503,
                "context_length_exceeded": 400}
 
 

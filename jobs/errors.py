@@ -36,6 +36,13 @@ class JobNotFound(JobError, KeyError):
     code = "not_found"
 
 
+class JobLost(JobError):
+    """A job's record vanished while it was awaited: its Redis lost its data
+    (restarted without persistence, flushed). The client should submit it again."""
+
+    code = "job_lost"
+
+
 def error_dict(exc: BaseException) -> dict:
     """OpenAI-shaped error dict for any exception a job run can raise."""
     if isinstance(exc, JobError):

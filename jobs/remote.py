@@ -18,7 +18,7 @@ import redis
 
 from . import kinds
 from .celery_app import make_app
-from .errors import JobNotFound, error_dict
+from .errors import JobLost, JobNotFound, error_dict
 from .record import PRIORITIES, TERMINAL, JobRecord, new_job_id
 from .settings import Settings, model_name_for
 from .store import JobStore, NewJob
@@ -194,15 +194,20 @@ class RedisBackend:
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         return [self._with_detail(r) for r in self.store.get_many(job_ids)]
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        """Until the job finishes; after timeout, the record as it is then."""
+    def wait(self, job_id: str, timeout: float | None = None, *, existed: bool = False) -> JobRecord:
+        """Until the job finishes; after timeout, the record as it is then.
+        existed: the record was seen before (its loss is JobLost, not JobNotFound)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         ev = self._done.register(job_id)
         try:
             while True:
                 rec = self.get(job_id)
                 if rec is None:
+                    if existed:
+                        raise JobLost(f"job {job_id} was lost: the queue's Redis no longer has it (restarted "
+                                      "without persistence?); submit it again")
                     raise JobNotFound(f"no job {job_id!r}", "job_id")
+                existed = True
                 left = None if deadline is None else deadline - time.monotonic()
                 if rec.status in TERMINAL or (left is not None and left <= 0):
                     return rec
@@ -213,7 +218,8 @@ class RedisBackend:
 
     def events(self, job_id: str) -> Iterator[dict]:
         """{"delta": text, "index": i} while a streaming job runs, then {"record": JobRecord}."""
-        if self.client.hget(self.store.job_key(job_id), "stream") == "1":
+        streamed = self.client.hget(self.store.job_key(job_id), "stream")
+        if streamed == "1":
             last = "0-0"
             while True:
                 entries = self.store.read_stream(job_id, last, block_ms=1000)
@@ -231,7 +237,7 @@ class RedisBackend:
                     yield {"delta": fields["d"], "index": int(fields.get("i", 0))}
                 if end:
                     break
-        yield {"record": self.wait(job_id)}
+        yield {"record": self.wait(job_id, existed=streamed is not None)}
 
     # ------------------------------------------------------------ cancelling
     def cancel(self, job_id: str) -> bool:

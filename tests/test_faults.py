@@ -383,3 +383,41 @@ def test_worker_kill9_with_messages_taken_but_not_claimed(tiny_model_path, tmp_p
         assert_exactly_once(fleet, fleet.api.url, b, n=20, tag="taken")
     finally:
         fleet.close()
+
+
+def test_redis_losing_its_data_answers_waiting_requests_503(fleet):
+    """Redis restarted without persistence (here FLUSHALL: the same empty Redis)
+    while requests wait on their jobs: each is answered 503 job_lost (retry),
+    not a 404 about a job id the client never sent."""
+    import threading
+
+    fleet.ensure()
+    out = {}
+
+    def call(stream: bool) -> None:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Go on."}], "max_tokens": 400,
+                "temperature": 0, "stream": stream}
+        r = httpx.post(f"{fleet.api.url}/v1/chat/completions", json=body, timeout=60)
+        out[stream] = (r.status_code, r.text)
+
+    threads = [threading.Thread(target=call, args=(s,)) for s in (False, True)]
+    for t in threads:
+        t.start()
+    r = fleet.r()
+    deadline = time.monotonic() + 30
+    while len([k for k in r.scan_iter("llamaq:job:*") if r.hget(k, "status") == "running"]) < 2 \
+            or not list(r.scan_iter("llamaq:stream:*")):
+        assert time.monotonic() < deadline, "the two requests did not start"
+        time.sleep(0.05)
+    r.flushall()
+    for t in threads:
+        t.join(60)
+    status, text = out[False]
+    assert status == 503 and orjson.loads(text)["error"]["code"] == "job_lost", out[False]
+    status, text = out[True]  # the stream had started: its last event is the error
+    events = [orjson.loads(x[6:]) for x in text.splitlines() if x.startswith("data: {")]
+    assert status == 200 and events[-1]["error"]["code"] == "job_lost", text[-500:]
+    deadline = time.monotonic() + 30  # the next test finds its workers registered again
+    while (h := _get(f"{fleet.api.url}/health")) is None or h.get("workers", 0) < len(fleet.workers):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
