@@ -62,6 +62,27 @@ def test_structure_and_placeholder_changes_are_rejected(source, output, markup, 
     assert any(expect in p for p in problems(source, output, markup)), problems(source, output, markup)
 
 
+
+ICU = "{count, plural, =0 {Your cart is empty} one {You have # item} other {You have # items}}"
+
+
+@pytest.mark.parametrize("output", [
+    "{count, plural, =0 {Votre panier est vide} one {Vous avez # article} autre {Vous avez # articles}}",
+    "{count, plural, =0 {Votre panier est vide} one {Vous avez un article} other {Vous avez # articles}}",
+    "{count, plural, =0 {Votre panier est vide} one {Vous avez # article} other {Vous avez # articles}",
+    "{nombre, pluriel, =0 {Votre panier est vide} one {Vous avez # article} other {Vous avez # articles}}",
+    "{count, plural, =0 {Votre panier est vide} un {Vous avez # article} other {Vous avez # articles}}",
+])
+def test_icu_message_structure_changes_are_rejected(output):
+    assert any("ICU message" in p for p in problems(ICU, output, "text")), problems(ICU, output, "text")
+
+
+def test_icu_message_translated_case_texts_pass():
+    out = "{count, plural, =0 {Votre panier est vide} one {Vous avez # article} other {Vous avez # articles}}"
+    assert problems(ICU, out, "text") == []
+    src = "{gender, select, male {He invited {name}} other {They invited {name}}}"
+    assert problems(src, "{gender, select, male {Il a invité {name}} other {Ils ont invité {name}}}", "text") == []
+
 def test_truncated_generation_is_rejected_even_when_it_looks_complete():
     assert problems("Good morning.", "Bonjour.", "text", finish="length") == \
         ["stopped at its token limit (truncated)"]

@@ -146,6 +146,46 @@ def structure_problems(source: str, output: str, markup: str) -> list[str]:
     return ([f"lost {_show(k)}" for k in (a - b)] + [f"added {_show(k)}" for k in (b - a)]) or ["structure changed"]
 
 
+_ICU_ARG = re.compile(r"\{\s*(\w+)\s*,\s*(plural|selectordinal|select)\s*,(?:\s*offset:\s*\d+)?")
+_ICU_CASE = re.compile(r"\s*(=\d+|[\w-]+)\s*\{")
+
+
+def icu_structure(text: str) -> list[str]:
+    """An ICU MessageFormat's plural/select skeleton: argument names and types,
+    case keys, nesting and each case's `#`; the case texts are left out."""
+    out: list[str] = []
+    stack: list[str] = []  # "arg" (expecting case keys) or "case" (message text)
+    pos = 0
+    while pos < len(text):
+        m = _ICU_ARG.match(text, pos) if not stack or stack[-1] == "case" else _ICU_CASE.match(text, pos)
+        c = text[pos]
+        if m:
+            out.append(m.group(0).replace(" ", ""))
+            stack.append("arg" if not stack or stack[-1] == "case" else "case")
+            pos = m.end()
+            continue
+        if stack and c == "}":
+            out.append("}")
+            stack.pop()
+        elif stack and stack[-1] == "arg" and not c.isspace():
+            return out + ["?"]  # text where a case key should be
+        elif stack and c == "#":
+            out.append("#")
+        elif stack and c == "{":  # a simple {name} argument: a placeholder, checked as one
+            end = text.find("}", pos)
+            if end < 0:
+                return out + ["?"]
+            pos = end
+        pos += 1
+    return out + ["?"] * bool(stack)
+
+
+def icu_problems(source: str, output: str) -> list[str]:
+    if not _ICU_ARG.search(source) or icu_structure(source) == icu_structure(output):
+        return []
+    return ["ICU message structure changed (argument, case keys, braces or #)"]
+
+
 def _show(k) -> str:
     if k[0] == "block":
         return f"block {k[1]}"
@@ -277,5 +317,6 @@ class Verifier:
             return ["empty translation"]
         return (placeholder_problems(source, output, markup)
                 + structure_problems(source, output, markup)
+                + icu_problems(source, output)
                 + leak_problems(source, output, self.leaks)
                 + length_problems(source, output, markup, self.src, self.tgt))
