@@ -190,13 +190,16 @@ move(id, 'running', 'queued', ARGV[5], 0)
 return 1
 """
 
-# ARGV: prefix, id, now, ttl.  -> 'cancelled' (was queued), 'cancelling' (running), '' (finished), 'missing'
+# ARGV: prefix, id, now, ttl.  -> 'cancelled' (was queued, or running on a dead
+# worker), 'cancelling' (running: its worker stops it), '' (finished), 'missing'
 _CANCEL = _PRELUDE + """
 local id = ARGV[2]
 local st = redis.call('HGET', jkey(id), 'status')
 if not st then return 'missing' end
-if st == 'queued' then
-  move(id, 'queued', 'cancelled', ARGV[3], tonumber(ARGV[4]))
+local owner = redis.call('HGET', jkey(id), 'worker') or ''
+if st == 'queued' or (st == 'running' and redis.call('EXISTS', P .. ':worker:' .. owner) == 0) then
+  -- a dead worker stops nothing: without this a cancel would wait for another worker's reconciler
+  move(id, st, 'cancelled', ARGV[3], tonumber(ARGV[4]))
   return 'cancelled'
 end
 if st == 'running' then

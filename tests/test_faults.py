@@ -357,32 +357,61 @@ def test_workers_killed_again_and_again_while_claiming_and_finishing(fleet):
     assert_exactly_once(fleet, fleet.api.url, b, n=120, tag="churn")
 
 
-def test_worker_kill9_with_messages_taken_but_not_claimed(tiny_model_path, tmp_path):
-    """A worker takes more messages than it has room for (prefetched, or waiting
-    in a pool thread); killed, their jobs are in no queue, only in kombu's
-    unacked hash, which hands them out again after the visibility timeout (the
-    default here: an hour). The reconciler sends them again once the worker's
-    heartbeat lapses, so the batch completes on the next worker."""
-    from jobs.reconcile import UNACKED, _job_ids_of
-
+@pytest.fixture
+def lone_fleet(tiny_model_path, tmp_path):
+    """Its own Redis, one worker and an API, for faults a second worker would
+    mask. kombu's default visibility timeout: an unacknowledged message is handed
+    out again after an hour."""
     fleet = Fleet(RedisServer(tmp_path / "redis"), tiny_model_path, tmp_path, [],
                   env={**ENV, "LLAMAQ_VISIBILITY_TIMEOUT": "3600"}, parallel=2)
     fleet.redis.start()
     try:
         fleet.workers.append(fleet.start_worker())
         fleet.api = start_api(fleet.redis.url, tmp_path, fleet.env)
-        bid = submit_batch(fleet.api.url, n=20, tag="taken")
-        wait_done(fleet, bid, 3)
-        fleet.workers.pop().kill()
-        delivered = [j for raw in fleet.r().hvals(UNACKED) for j in _job_ids_of(raw, "llamaq.run_jobs")]
-        statuses = [fleet.r().hget(f"llamaq:job:{j}", "status") for j in delivered]
-        assert "queued" in statuses, "the kill found no message taken but not claimed"
-        fleet.workers.append(fleet.start_worker())
-        b, took = wait_batch_end([fleet.api.url], bid, timeout=60)  # not the hour it took
-        report("worker_kill9_messages_not_claimed", took)
-        assert_exactly_once(fleet, fleet.api.url, b, n=20, tag="taken")
+        yield fleet
     finally:
         fleet.close()
+
+
+def test_worker_kill9_with_messages_taken_but_not_claimed(lone_fleet):
+    """A worker takes more messages than it has room for (prefetched, or waiting
+    in a pool thread); killed, their jobs are in no queue, only in kombu's
+    unacked hash until the visibility timeout. The reconciler sends them again
+    once the worker's heartbeat lapses, so the batch completes on the next worker."""
+    from jobs.reconcile import UNACKED, _job_ids_of
+
+    fleet = lone_fleet
+    bid = submit_batch(fleet.api.url, n=20, tag="taken")
+    wait_done(fleet, bid, 3)
+    fleet.workers.pop().kill()
+    delivered = [j for raw in fleet.r().hvals(UNACKED) for j in _job_ids_of(raw, "llamaq.run_jobs")]
+    statuses = [fleet.r().hget(f"llamaq:job:{j}", "status") for j in delivered]
+    assert "queued" in statuses, "the kill found no message taken but not claimed"
+    fleet.workers.append(fleet.start_worker())
+    b, took = wait_batch_end([fleet.api.url], bid, timeout=60)  # not the hour it took
+    report("worker_kill9_messages_not_claimed", took)
+    assert_exactly_once(fleet, fleet.api.url, b, n=20, tag="taken")
+
+
+def test_batch_cancelled_after_its_only_worker_died_ends_cancelled(lone_fleet):
+    """No worker is left to stop the running jobs, nor to run a reconciler: the
+    batch's sweep cancels them itself once their worker's heartbeat lapses."""
+    fleet = lone_fleet
+    api = fleet.api.url
+    bid = submit_batch(api, n=20, max_tokens=64, tag="cx")
+    wait_done(fleet, bid, 1)
+    fleet.workers.pop().kill()
+    assert int(fleet.r().hget(f"llamaq:batch:{bid}", "running") or 0) > 0, "nothing was running at the kill"
+    assert httpx.post(f"{api}/v1/batches/{bid}/cancel", timeout=10).json()["status"] == "cancelling"
+    b, took = wait_batch_end([api], bid, timeout=30)
+    report("batch_cancelled_only_worker_dead", took)
+    assert b["status"] == "cancelled", b
+    lines = [orjson.loads(x) for fid in (b["output_file_id"], b["error_file_id"]) if fid
+             for x in httpx.get(f"{api}/v1/files/{fid}/content", timeout=30).content.splitlines()]
+    assert collections.Counter(x["custom_id"] for x in lines) == collections.Counter(f"cx-{i}" for i in range(20))
+    c = fleet.r().hgetall(f"llamaq:batch:{bid}")
+    assert (int(c.get("queued", 0)), int(c.get("running", 0))) == (0, 0)
+    assert b["request_counts"]["completed"] + b["request_counts"]["failed"] == 20
 
 
 def test_redis_losing_its_data_answers_waiting_requests_503(fleet):

@@ -95,12 +95,17 @@ def test_cancel_queued_and_running(store):
     assert (counts["cancelled"], counts["queued"]) == (2, 1)
 
 
-def test_cancel_of_a_running_job_whose_worker_died_ends_it_on_redelivery(store):
-    store.create_many([_job(1)])
-    store.claim("job_1", "A")  # A never heartbeats: dead
+def test_cancel_of_a_running_job_whose_worker_died(store):
+    store.create_many([_job(1), _job(2)])
+    _alive(store, "A")
+    store.claim("job_1", "A")
+    store.claim("job_2", "A")
     assert store.cancel("job_1") == "cancelling"
-    assert store.claim("job_1", "B").state == "cancelled"
-    assert store.get("job_1").status == "cancelled"
+    store.r.delete(store.worker_key("A"))  # A dies: its heartbeat lapses
+    assert store.claim("job_1", "B").state == "cancelled"  # a redelivery ends it
+    assert store.cancel("job_2") == "cancelled"  # nobody would stop it: a cancel ends it at once
+    assert not store.finish("job_2", "A", "succeeded")  # A was only starved: its late result is dropped
+    assert store.get("job_2").status == "cancelled" and store.batch_counts("b1")["running"] == 0
 
 
 def test_bad_bodies_are_failed_at_creation(store):
