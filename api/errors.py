@@ -114,11 +114,13 @@ def from_exception(exc: BaseException) -> APIError | None:
 
 
 def _is_redis_down(exc: BaseException) -> bool:
+    """redis-py's errors, and kombu's when Celery cannot publish a job's message."""
     try:
+        from kombu.exceptions import OperationalError
         from redis.exceptions import ConnectionError, TimeoutError as RedisTimeout
     except ImportError:
         return False
-    return isinstance(exc, (ConnectionError, RedisTimeout))
+    return isinstance(exc, (ConnectionError, RedisTimeout, OperationalError))
 
 
 _STATUS_CODES = {

@@ -174,3 +174,28 @@ def test_open_batch_is_adopted_by_another_api_process(url, worker, model):
         assert b.status == "completed" and b.request_counts.completed == 40
         out = read_lines(client(second_url), b.output_file_id)
         assert sorted(line["custom_id"] for line in out) == sorted(f"a{i}" for i in range(40))
+
+
+def test_a_job_message_that_cannot_be_published_is_a_503(tmp_path):
+    """Redis gone between a job's record and its message: Celery raises kombu's
+    OperationalError, which is the same outage as redis-py's ConnectionError
+    (503, retry), not an internal error (500)."""
+    from api.errors import from_exception
+    from jobs.remote import RedisBackend
+    from jobs.tasks import send_jobs
+    from redis_fixtures import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    backend = RedisBackend(server.url)
+    try:
+        send_jobs(backend.celery, ["job_a"], "m", "interactive")  # the producer's connection is open
+        server.stop(kill=True)
+        with pytest.raises(Exception) as e:
+            send_jobs(backend.celery, ["job_b"], "m", "interactive")
+        err = from_exception(e.value)
+        assert err is not None and (err.status, err.code) == (503, "backend_unavailable"), e.value
+        assert err.headers.get("Retry-After")
+    finally:
+        backend.close()
+        server.stop()
