@@ -149,8 +149,8 @@ class _FastPick:
 
 class Sampler:
     """Picks the next token of each sequence whose logits the last decode produced.
-    Unconstrained sequences are sampled on a thread pool (numpy's argmax and llama.cpp's
-    chain both release the GIL) while this thread does the grammar-constrained ones."""
+    Only this thread calls llama.cpp (chains, grammars); requests on the numpy fast
+    paths are picked on a thread pool meanwhile (numpy releases the GIL)."""
 
     def __init__(self, ctx: llama_cpp.llama_context_p, model: Model, n_ctx: int, fast: bool = True,
                  n_threads: int | None = None):
@@ -185,12 +185,16 @@ class Sampler:
     def sample(self, seqs: list[Sequence], n_outputs: int) -> tuple[list[int | Exception], float]:
         """Each sequence's token, or the exception that sampling it raised; and the
         CPU ms the pool threads spent (this thread's own time is the caller's to measure)."""
-        base = llama_cpp.llama_get_logits(self._ctx)  # applies llama.cpp's pending output reorder, once
+        base = llama_cpp.llama_get_logits(self._ctx)  # applies llama.cpp's pending output reorder
         logits = np.ctypeslib.as_array(base, shape=(n_outputs, self._model.n_vocab)) if base else None
-        free = [s for s in seqs if s.matcher is None]
-        parts = [free[i :: self._n_parts] for i in range(self._n_parts)] if len(free) >= 4 else [free]
-        futures = [self._pool.submit(self._sample_part, part, logits) for part in parts[1:] if part]
-        done, _ = self._sample_part([s for s in seqs if s.matcher is not None] + parts[0], logits)
+        rows = [(seq, self._row(logits, seq.batch_index)) for seq in seqs if seq in self._fast_seqs]
+        parts = [rows[i :: self._n_parts] for i in range(self._n_parts)] if len(rows) >= 4 else [rows]
+        futures = [self._pool.submit(self._pick_part, part) for part in parts[1:] if part]
+        done: dict[Sequence, int | Exception] = {}
+        for seq in seqs:
+            if seq not in self._fast_seqs:
+                done[seq] = _attempt(self._sample_llama, seq)
+        done.update(self._pick_part(parts[0])[0])
         pool_ms = 0.0
         for f in futures:
             more, cpu_ms = f.result()
@@ -198,22 +202,17 @@ class Sampler:
             pool_ms += cpu_ms
         return [done[s] for s in seqs], pool_ms
 
-    def _sample_part(self, seqs: list[Sequence], logits: np.ndarray | None) -> tuple[dict, float]:
-        t0 = time.thread_time()
-        out: dict[Sequence, int | Exception] = {}
-        for seq in seqs:
-            try:
-                out[seq] = self._sample_one(seq, logits)
-            except Exception as e:
-                out[seq] = e
-        return out, (time.thread_time() - t0) * 1000
-
-    def _sample_one(self, seq: Sequence, logits: np.ndarray | None) -> int:
+    def _sample_llama(self, seq: Sequence) -> int:
         if seq.matcher is not None:
             return self._constrained.sample(seq.sampler, seq.matcher, seq.batch_index)
-        if seq.sampler is not None:
-            return llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
-        row = logits[self._row_index(logits, seq.batch_index)]
+        return llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.batch_index)
+
+    def _pick_part(self, part: list[tuple[Sequence, np.ndarray]]) -> tuple[dict, float]:
+        t0 = time.thread_time()
+        out = {seq: _attempt(self._pick, seq, row) for seq, row in part}
+        return out, (time.thread_time() - t0) * 1000
+
+    def _pick(self, seq: Sequence, row: np.ndarray) -> int:
         fast = self._fast_seqs[seq]
         if fast.bias_ids.size:
             row[fast.bias_ids] += fast.bias  # in llama.cpp's buffer, as its logit-bias sampler does to its copy
@@ -222,7 +221,14 @@ class Sampler:
             return int(row.argmax())  # the first maximum, like llama.cpp's greedy sampler
         return draw(row, p, fast.rng)
 
-    def _row_index(self, logits: np.ndarray, batch_index: int) -> int:
-        """Which row of the output buffer holds a batch entry's logits."""
+    def _row(self, logits: np.ndarray, batch_index: int) -> np.ndarray:
+        """A batch entry's logits: a view into llama.cpp's output buffer."""
         ptr = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
-        return (ctypes.addressof(ptr.contents) - logits.ctypes.data) // logits.strides[0]
+        return logits[(ctypes.addressof(ptr.contents) - logits.ctypes.data) // logits.strides[0]]
+
+
+def _attempt(fn, *args) -> int | Exception:
+    try:
+        return fn(*args)
+    except Exception as e:
+        return e

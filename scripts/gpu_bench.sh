@@ -1,79 +1,56 @@
 #!/usr/bin/env bash
 # One short run on a GPU machine (issue 12): llamaq's engine against llama.cpp's
-# own tools, on the same model, in the same run. NOT YET RUN on a GPU.
+# own tools, on the same model, in the same run. Prepare with scripts/gpu_prep.sh
+# on the CPU box, then on the device (carry .gpu):  bash scripts/gpu_bench.sh
 #
-#   1. builds llama-cpp-python with CUDA from its sdist (~4.5 min on 16 cores) and
-#      llama-batched-bench + llama-server from the same vendored llama.cpp;
-#   2. loads the model through the Python binding with every layer offloaded, in
-#      a subprocess with faulthandler and llama.cpp's log on (a segfault in
-#      llama_model_load_from_file was seen there once: its log says where);
-#   3. llamaq bench engine --n-gpu-layers -1 at B=1,16,64,128 (both samplers; greedy, then temperature 0.8);
-#   4. llama-batched-bench at the same B (decode only, no sampling: the ceiling);
-#   5. llama-server -np 64, 64 concurrent greedy /completion requests.
-#
-# Needs: nvcc + CUDA runtime, cmake, a C++ compiler, python3 with venv, and no
-# network when these are provided locally:
-#   SDIST      llama_cpp_python-*.tar.gz (default: the newest in shared/ or pip's cache)
-#   WHEELHOUSE a folder of wheels for llamaq's other dependencies (pip --find-links)
-#   MODEL      GGUF file (default: the bundled Gemma 3 270M, assembled if needed)
-#   CUDA_ARCH  CMAKE_CUDA_ARCHITECTURES (default 90: H100/H200); a wrong list fails at load
-# Results land in $OUT (default bench-results/gpu).
-set -euo pipefail
+#   1. builds llama.cpp once with CUDA as shared libraries, plus llama-batched-bench
+#      and llama-server (~4 min on 16 cores), and puts the shared libraries under the
+#      sdist's llama_cpp package: the Python binding and the C++ tools use one build;
+#   2. writes a random-weight f16 model of realistic size around the default model's
+#      tokenizer (MODEL=file.gguf uses a real one instead);
+#   3. llama-batched-bench at B=1,16,64,128 (decode only, no sampling: the ceiling);
+#   4. llamaq bench engine --n-gpu-layers -1 at the same B, both samplers, greedy;
+#   5. llama-server -np 64, 64 concurrent greedy /completion requests;
+#   6. bench engine again at temperature 0.8.
+# Each step has its own time limit and writes under $OUT as it goes.
+# Seen 2026-11-30 on an H200: the build took 4 min; the binding loaded the model
+# with every layer on the GPU (no segfault with this build); batched-bench gave
+# 752 / 7,767 / 15,633 tok/s at B=1/16/64; the engine bench had not finished
+# after 200 s (it printed nothing then: rows are now printed as measured).
+export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
-
-OUT=${OUT:-bench-results/gpu}
-CUDA_ARCH=${CUDA_ARCH:-90}
-JOBS=$(nproc)
-LEVELS=1,16,64,128
-PROMPT=64
-GEN=32
-mkdir -p "$OUT" build-gpu
+R=$PWD B=/tmp/llamaq-gpu OUT=${OUT:-$R/bench-results/gpu}
+CUDA_ARCH=${CUDA_ARCH:-90} LEVELS=1,16,64,128
+mkdir -p "$B" "$OUT"
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/steps.log"; }
+log start; nvidia-smi -L | tee -a "$OUT/steps.log"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$B/site" .gpu/whl/*.whl || exit 3
+tar -xzf .gpu/src.tgz -C "$B"
+log build
+cmake -S "$B/vendor/llama.cpp" -B "$B/build" -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
+    -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 4; }
+cmake --build "$B/build" -j "$(nproc)" --target llama llama-batched-bench llama-server >> "$OUT/cmake.log" 2>&1 \
+    || { tail -40 "$OUT/cmake.log"; exit 5; }
+mkdir -p "$B/llama_cpp/lib" && cp -a "$B"/build/bin/*.so* "$B/llama_cpp/lib/"
+export PYTHONPATH=$R:$B:$B/site LD_LIBRARY_PATH=$B/llama_cpp/lib:${LD_LIBRARY_PATH:-}
+M=${MODEL:-$B/model.gguf}
+[ -n "${MODEL:-}" ] || python3 -c "
+import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from tiny_model import write_tiny_model
+write_tiny_model(Path('$M'), Path('.gpu/tokenizer.gguf'), n_embd=640, n_layer=18, n_head=5, n_head_kv=1, n_ff=2048, dtype='f16')" || exit 6
+log "model $M ($(du -h "$M" | cut -f1))"
 
-SDIST=${SDIST:-$(ls -t shared/llama_cpp_python-*.tar.gz ~/.cache/pip/**/llama_cpp_python-*.tar.gz 2>/dev/null | head -1 || true)}
-[ -n "$SDIST" ] && [ -f "$SDIST" ] || { echo "set SDIST to llama_cpp_python-*.tar.gz" >&2; exit 2; }
-
-log "venv and llama-cpp-python with CUDA from $SDIST"
-python3 -m venv .venv-gpu
-PIP=(.venv-gpu/bin/pip install -q)
-[ -n "${WHEELHOUSE:-}" ] && PIP+=(--no-index --find-links "$WHEELHOUSE")
-CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH -DGGML_NATIVE=off" \
-CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "${PIP[@]}" "$SDIST" 2>&1 | tail -5
-"${PIP[@]}" --no-deps -e . && "${PIP[@]}" -e . 2>&1 | tail -2
-PY=.venv-gpu/bin/python
-MODEL=${MODEL:-$($PY -c 'from engine.config import bundled_model_path; print(bundled_model_path())')}
-
-log "llama-batched-bench and llama-server from the same llama.cpp"
-tar -xzf "$SDIST" -C build-gpu
-SRC=$(ls -d build-gpu/llama_cpp_python-*/vendor/llama.cpp | head -1)
-cmake -S "$SRC" -B build-gpu/cpp -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DGGML_NATIVE=off \
-      -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DCMAKE_BUILD_TYPE=Release > "$OUT/cmake.log"
-cmake --build build-gpu/cpp -j "$JOBS" --target llama-batched-bench llama-server >> "$OUT/cmake.log"
-BIN=build-gpu/cpp/bin
-
-log "load through the Python binding, all layers on the GPU"
-$PY -X faulthandler - "$MODEL" > "$OUT/load.log" 2>&1 <<'EOF' || { log "load failed: $OUT/load.log"; tail -30 "$OUT/load.log"; }
-import sys
-from engine import Engine, EngineConfig
-with Engine(EngineConfig(model_path=sys.argv[1], n_gpu_layers=-1, n_parallel=4, verbose=True)) as eng:
-    print("loaded:", eng.generate("Hello", temperature=0, max_tokens=8).text)
-EOF
-
-log "llamaq bench engine"
-$PY -m cli bench engine --model "$MODEL" --n-gpu-layers -1 --concurrency $LEVELS --requests 128 \
-    --prompt-tokens $PROMPT --gen-tokens $GEN --sampler both --out "$OUT/engine.json" | tee "$OUT/engine.txt"
-$PY -m cli bench engine --model "$MODEL" --n-gpu-layers -1 --concurrency $LEVELS --requests 128 --no-baselines \
-    --prompt-tokens $PROMPT --gen-tokens $GEN --sampler both --temperature 0.8 --out "$OUT/engine-t08.json" | tee "$OUT/engine-t08.txt"
-
-log "llama-batched-bench"
-"$BIN/llama-batched-bench" -m "$MODEL" -ngl 99 -c 32768 -b 2048 -ub 512 -npp $PROMPT -ntg $GEN -npl $LEVELS \
-    --output-format jsonl 2>/dev/null | tee "$OUT/batched-bench.jsonl"
-
+log llama-batched-bench
+timeout 120 "$B/build/bin/llama-batched-bench" -m "$M" -ngl 99 -c 32768 -b 2048 -ub 512 -npp 64 -ntg 32 -npl $LEVELS \
+    2>/dev/null | tee "$OUT/batched-bench.txt"
+BENCH="import sys; from cli.bench.engine import command; command(sys.argv[1:])"
+log "bench engine, greedy"
+timeout 240 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency $LEVELS --requests 64 --gen-tokens 32 \
+    --sampler both --out "$OUT/engine.json" 2>&1 | grep -v "^llama\|^load" | tee "$OUT/engine.txt"
 log "llama-server -np 64"
-"$BIN/llama-server" -m "$MODEL" -ngl 99 -np 64 -c $((64 * (PROMPT + GEN) * 2)) --port 8089 > "$OUT/server.log" 2>&1 &
+"$B/build/bin/llama-server" -m "$M" -ngl 99 -np 64 -c 16384 --port 8089 > "$OUT/server.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-$PY - "$MODEL" > "$OUT/server.json" <<'EOF'
+timeout 100 python3 - "$M" <<'PYEOF' | tee "$OUT/server.json"
 import json, sys, threading, time, urllib.request
 from cli.bench.engine import make_prompts
 from engine.model import Model
@@ -99,6 +76,9 @@ threads = [threading.Thread(target=client, args=(prompts[i::64],)) for i in rang
 wall = time.perf_counter() - t0
 print(json.dumps({"mode": "llama-server -np 64", "concurrency": 64, "tokens": sum(counts), "wall_s": wall,
                   "tok_s": sum(counts) / wall}))
-EOF
-cat "$OUT/server.json"
-log "done: $OUT"
+PYEOF
+kill $SERVER 2>/dev/null
+log "bench engine, temperature 0.8"
+timeout 120 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency 16,64,128 --requests 64 --gen-tokens 32 \
+    --sampler both --temperature 0.8 --no-baselines --out "$OUT/engine-t08.json" 2>&1 | tail -9 | tee "$OUT/engine-t08.txt"
+log done

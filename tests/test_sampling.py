@@ -104,7 +104,7 @@ def pooled_engine(tiny_model_path):
 ])
 def test_pooled_sampling_equals_one_thread(pooled_engine, tiny_engine, chain_engine, params):
     """Sampling on the pool picks the same tokens as the engine thread alone, and greedy
-    ones the same as llama.cpp's chain."""
+    ones the same as llama.cpp's chain (penalties: the chain, next to pooled requests)."""
     pooled = run_batch(pooled_engine, **params)
     assert pooled == run_batch(tiny_engine, **params)
     if not params.get("temperature"):
@@ -115,14 +115,14 @@ def test_pooled_sampling_error_fails_only_its_request(pooled_engine, monkeypatch
     """An exception while sampling one sequence on a pool thread reaches that request;
     the others in the same steps finish."""
     sampler = type(pooled_engine._sampler)
-    original = sampler._sample_one
+    original = sampler._pick
 
-    def faulty(self, seq, logits):
+    def faulty(self, seq, row):
         if seq.request.prompt == "victim" and seq.n_generated == 2:
             raise RuntimeError("injected sampling fault")
-        return original(self, seq, logits)
+        return original(self, seq, row)
 
-    monkeypatch.setattr(sampler, "_sample_one", faulty)
+    monkeypatch.setattr(sampler, "_pick", faulty)
     p = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
     others = [pooled_engine.submit(Request(q, p, cache_prompt=False)) for q in PROMPTS[:6]]
     victim = pooled_engine.submit(Request("victim", p, cache_prompt=False))
@@ -178,3 +178,18 @@ def test_fast_draw_keeps_llama_chain_distribution(params):
     draws = [sampling.draw(row, p, np.random.default_rng(s)) for s in range(300)]
     assert set(draws) <= ours.keys()
     assert draws == [sampling.draw(row, p, np.random.default_rng(s)) for s in range(300)]  # a seed repeats
+
+
+def test_pooled_steps_mixing_fast_and_chain_requests(pooled_engine, tiny_engine):
+    """Fast-path rows picked on the pool and chain rows sampled on the engine thread in the
+    same steps: each request gets the tokens it gets alone."""
+    kinds = [dict(temperature=0), dict(temperature=0, repeat_penalty=1.3), dict(temperature=0.7, seed=3),
+             dict(temperature=0.7, seed=3, top_k=0)]
+
+    def submit_all(eng):
+        return [eng.submit(Request(q, SamplingParams(max_tokens=16, **kinds[i % 4]), cache_prompt=False))
+                for i, q in enumerate(PROMPTS)]
+
+    together = [h.result(timeout=60).tokens for h in submit_all(pooled_engine)]
+    alone = [run(tiny_engine, q, **kinds[i % 4]) for i, q in enumerate(PROMPTS)]
+    assert together == alone

@@ -40,6 +40,27 @@ def _read_tokenizer(source: Path) -> dict:
     }
 
 
+def write_tokenizer_only(path: Path, source: Path) -> Path:
+    """A GGUF holding only source's tokenizer (~6 MB for Gemma 3): write_tiny_model's
+    source where the real model is too big to carry (scripts/gpu_prep.sh)."""
+    import gguf
+
+    tok = _read_tokenizer(source)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tokenizer_model(tok["model"])
+    w.add_tokenizer_pre(tok["pre"])
+    w.add_token_list(tok["tokens"])
+    w.add_token_scores(tok["scores"])
+    w.add_token_types(tok["types"])
+    for key, value in tok["scalars"].items():
+        (w.add_bool if isinstance(value, bool) else w.add_uint32)(key, value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def write_tiny_model(
     path: Path,
     source: Path,

@@ -126,6 +126,12 @@ def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, thread
             "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": ttft, "ttft_p95_ms": ttft}
 
 
+def progress(row: dict) -> dict:
+    """Each row as soon as it is measured (a run cut short still shows what it had)."""
+    click.echo(f"  {row['mode']}, {row['concurrency']} concurrent: {row['tok_s']:.1f} tok/s", err=True)
+    return row
+
+
 @click.command("engine")
 @click.option("--model", "-m", envvar="LLAMAQ_MODEL", help="GGUF file (default: bundled Gemma 3 270M).")
 @click.option("--prompt-tokens", default=64, show_default=True)
@@ -156,9 +162,9 @@ def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu
         eng.generate(prompts[-1], temperature=0, max_tokens=4)  # warm-up
         try:
             for c in levels:
-                rows.append(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c, temperature))
+                rows.append(progress(run_engine(eng, prompts[: max(n_requests, c)], gen_tokens, c, temperature)))
                 if cfg is configs[-1] and not no_baselines:
-                    rows.append(run_raw(eng.model, prompts[:c], gen_tokens, c, threads))
+                    rows.append(progress(run_raw(eng.model, prompts[:c], gen_tokens, c, threads)))
             if cfg is configs[-1] and n_gpu_layers == 0 and not no_baselines:
                 rows.insert(0, run_sequential(path, prompts[: max(4, n_requests // 2)], gen_tokens, threads))
         finally:
