@@ -38,8 +38,8 @@ class Store(Protocol):
     def recent_jobs(self, owner: str, n: int) -> list[str]: ...  # newest first
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool: ...
     def release_lease(self, name: str, holder: str) -> None: ...
-    def set_flag(self, name: str) -> None: ...
-    def has_flag(self, name: str) -> bool: ...
+    def set_flag(self, name: str, value: int = 1) -> None: ...  # the first value set stays
+    def get_flag(self, name: str) -> int | None: ...
 
 
 def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -84,7 +84,7 @@ class LocalStore:
         self._job_owner: dict[str, str] = {}
         self._recent: dict[str, list[str]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
-        self._flags: set[str] = set()
+        self._flags: dict[str, int] = {}
         self.root = Path(root) if root else None
         if self.root:
             for sub in ("files", "batches"):
@@ -167,7 +167,7 @@ class LocalStore:
                 return False
             self._batches[batch["id"]] = dict(batch)
             if batch["status"] in FINAL_BATCH_STATES:
-                self._flags.discard(f"cancel:{batch['id']}")  # (RedisStore's flags expire)
+                self._flags.pop(f"cancel:{batch['id']}", None)  # (RedisStore's flags expire)
             if self.root:
                 self._write(self.root / "batches" / f"{batch['id']}.json", orjson.dumps({"batch": batch}))
             return True
@@ -219,13 +219,13 @@ class LocalStore:
             if self._leases.get(name, ("",))[0] == holder:
                 del self._leases[name]
 
-    def set_flag(self, name: str) -> None:
+    def set_flag(self, name: str, value: int = 1) -> None:
         with self._lock:
-            self._flags.add(name)
+            self._flags.setdefault(name, value)
 
-    def has_flag(self, name: str) -> bool:
+    def get_flag(self, name: str) -> int | None:
         with self._lock:
-            return name in self._flags
+            return self._flags.get(name)
 
 
 # KEYS: batch, owner's index, open set, lease; ARGV: json, created_at, id, holder, final ttl (0: open)
@@ -388,8 +388,9 @@ class RedisStore:
     def release_lease(self, name: str, holder: str) -> None:
         self._lease(keys=[self._k("lease", name)], args=[holder, 1])  # expires at once if still ours
 
-    def set_flag(self, name: str) -> None:
-        self.r.set(self._k("flag", name), 1, ex=self.job_ttl_s)
+    def set_flag(self, name: str, value: int = 1) -> None:
+        self.r.set(self._k("flag", name), value, ex=self.job_ttl_s, nx=True)
 
-    def has_flag(self, name: str) -> bool:
-        return bool(self.r.exists(self._k("flag", name)))
+    def get_flag(self, name: str) -> int | None:
+        value = self.r.get(self._k("flag", name))
+        return None if value is None else int(value)

@@ -175,8 +175,9 @@ class Batches:
         a cancel waits for its jobs."""
         b = dict(batch)
         if b["status"] in ("validating", "in_progress"):
-            if self.store.has_flag(f"cancel:{b['id']}"):
-                b["status"] = "cancelling"
+            cancelling_at = self.store.get_flag(f"cancel:{b['id']}")
+            if cancelling_at is not None:
+                b["status"], b["cancelling_at"] = "cancelling", cancelling_at
             if b["status"] != "validating" or b["request_counts"]["total"]:
                 b["request_counts"] = self._counts(b)
         return b
@@ -184,9 +185,7 @@ class Batches:
     def cancel(self, batch_id: str) -> dict:
         batch = self.store.get_batch(batch_id)
         if batch["status"] in ("validating", "in_progress"):
-            self.store.set_flag(f"cancel:{batch_id}")
-            if batch.get("cancelling_at") is None:
-                batch["cancelling_at"] = int(time.time())
+            self.store.set_flag(f"cancel:{batch_id}", int(time.time()))  # the time of the first cancel
         return self.view(batch)
 
     def sweep(self, stop=None) -> None:
@@ -243,7 +242,7 @@ class _Run:
                                                                 "line": None}]})
 
     def _cancel_requested(self) -> bool:
-        return self.store.has_flag(f"cancel:{self.id}")
+        return self.store.get_flag(f"cancel:{self.id}") is not None
 
     def _expired(self) -> bool:
         return time.time() >= self.batch["expires_at"]
@@ -321,7 +320,8 @@ class _Run:
             self.backend.cancel_batch(self.id)  # idempotent: queued jobs end now, running ones soon
             c = self.backend.batch_counts(self.id)
             if c.get("queued", 0) + c.get("running", 0) == 0:
-                self._set("finalizing", final=self._stop_reason(), request_counts=self.mgr._counts(self.batch))
+                self._set("finalizing", final=self._stop_reason(), request_counts=self.mgr._counts(self.batch),
+                          cancelling_at=self.store.get_flag(f"cancel:{self.id}"))
                 self.finalize(self.batch["final"])
             return
         if counts["completed"] + counts["failed"] >= counts["total"]:

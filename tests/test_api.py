@@ -251,10 +251,16 @@ def test_batch_cancel(oai, model, backend):
     f = oai.files.create(file=("c.jsonl", jsonl(lines)), purpose="batch")
     b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_batch(oai, b.id, until=("in_progress",))
+    before = int(time.time())
     b = oai.batches.cancel(b.id)
     assert b.status in ("cancelling", "cancelled")
+    cancelling_at = b.cancelling_at
+    assert before <= cancelling_at <= time.time()
+    assert oai.batches.cancel(b.id).cancelling_at == cancelling_at  # the first cancel's time stays
+    if (again := oai.batches.retrieve(b.id)).status == "cancelling":
+        assert again.cancelling_at == cancelling_at
     b, _ = wait_batch(oai, b.id)
-    assert b.status == "cancelled" and b.cancelled_at
+    assert b.status == "cancelled" and b.cancelled_at and b.cancelling_at == cancelling_at
     counts = b.request_counts
     assert counts.total == 120 and counts.completed < 120 and counts.completed + counts.failed == 120
     errors = read_lines(oai, b.error_file_id)

@@ -100,9 +100,10 @@ def test_batch_cancel_through_redis(oai, model):
     f = oai.files.create(file=("c.jsonl", jsonl(lines)), purpose="batch")
     b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_batch(oai, b.id, until=("in_progress",))
-    oai.batches.cancel(b.id)
+    cancelling_at = oai.batches.cancel(b.id).cancelling_at
+    assert cancelling_at and oai.batches.retrieve(b.id).cancelling_at == cancelling_at
     b, _ = wait_batch(oai, b.id)
-    assert b.status == "cancelled"
+    assert b.status == "cancelled" and b.cancelling_at == cancelling_at
     assert b.request_counts.completed < 80 and b.request_counts.completed + b.request_counts.failed == 80
 
 
