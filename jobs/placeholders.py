@@ -32,8 +32,9 @@ _PATTERNS = {
     "emoji": r"(?<![\w:]):[a-z0-9_+\-]*[a-z][a-z0-9_+\-]*:(?![\w:])",
 }
 MATH = r"(?<![\w$\\])\$[^$\s](?:[^$\n]*[^$\s\\])?\$(?![\w$])"  # inline math: $x^2$ (not "$5 and $10")
-# Opaque in Markdown: code spans, autolinks, link targets ("](...)") and reference labels ("][x]").
-_MD_OPAQUE = MATH + r"|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+# Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]")
+# and GitHub alert markers ("> [!NOTE]").
+_MD_OPAQUE = MATH + r"|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
 # Opaque in HTML runs: inline code-like elements with their content.
 _HTML_OPAQUE = r"<(?P<el>code|kbd|samp)\b[^>]*>.*?</(?P=el)\s*>"
 

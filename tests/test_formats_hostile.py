@@ -410,6 +410,16 @@ def test_collapsed_and_shortcut_reference_links_can_be_translated():
                              " zzand `[Code of Conduct][]`.\n")
     assert MD.skeleton(r.text) == MD.skeleton(text)
 
+
+def test_github_alert_markers_are_not_translated():
+    from test_translation import Upper
+
+    from jobs.translation import FileJob, Translator, translate_documents
+
+    text = "> [!NOTE]\n> Useful information for users.\n\n> [!warning] Mind the gap.\n"
+    [r] = translate_documents([FileJob("a.md", text, MD)], Translator(Upper(), tgt="fr"))
+    assert r.text == "> [!NOTE]\n> USEFUL INFORMATION FOR USERS.\n\n> [!warning] MIND THE GAP.\n", r.failed
+
 # -- output files --
 
 def test_write_atomic_replaces_whole_files(tmp_path):
