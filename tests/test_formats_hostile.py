@@ -286,6 +286,11 @@ def test_front_matter_quoted_value_over_lines_is_kept():
     src = '---\ntitle: "A quoted title\n  on two lines"\n---\n\nBody.\n'
     assert [s.text for s in MD.parse(src).segments] == ["Body."]
 
+def test_myst_target_lines_are_not_prose():
+    text = "(compatibility-requirements)=\n\n## Compatibility\n\nSee {ref}`compatibility-requirements`.\n"
+    assert [s.text for s in MD.parse(text).segments] == ["Compatibility", "See {ref}`compatibility-requirements`."]
+
+
 
 def test_markdown_skeleton_ignores_soft_breaks_only():
     sk = MD.skeleton

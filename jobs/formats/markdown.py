@@ -40,6 +40,7 @@ _YAML_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'')
 _YAML_COMMENT = re.compile(r"[ \t]+#")
 _YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:+-]*|[-+]?\.(?:inf|nan)")
 _SHORT_REF = re.compile(r"(?<![\]\\])\[((?:[^\[\]\\]|\\.)+)\](?:\[\])?(?![\[(])")  # [text][] or [text]
+_MYST_TARGET = re.compile(r"\([\w.:-]+\)=")  # "(install-guide)=": a MyST (Sphinx) label line, not prose
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -430,7 +431,7 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
             piece = stripped
         pieces.append(piece)
     text = "\n".join(pieces)
-    if not translatable(text, "md"):
+    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text):
         return []
     prefix = src.text[src.starts[first]: offsets[0]]
     joiner = src.eol + _continuation(prefix)
