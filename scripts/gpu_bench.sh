@@ -44,6 +44,9 @@ log llama-batched-bench
 timeout 120 "$B/build/bin/llama-batched-bench" -m "$M" -ngl 99 -c 32768 -b 2048 -ub 512 -npp 64 -ntg 32 -npl $LEVELS \
     2>/dev/null | tee "$OUT/batched-bench.txt"
 BENCH="import sys; from cli.bench.engine import command; command(sys.argv[1:])"
+log "bench engine, one quick row first (4 CPU threads: if the full run stalls, this says whether threads are why)"
+timeout 60 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --threads 4 --concurrency 64 --requests 64 --gen-tokens 32 \
+    --sampler fast --no-baselines --out "$OUT/engine-quick.json" 2>&1 | tail -4 | tee "$OUT/engine-quick.txt"
 log "bench engine, greedy"
 timeout 240 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency $LEVELS --requests 64 --gen-tokens 32 \
     --sampler both --out "$OUT/engine.json" 2>&1 | grep -v "^llama\|^load" | tee "$OUT/engine.txt"
