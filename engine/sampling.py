@@ -80,6 +80,7 @@ def top_k_ids(row: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     """The ids of the k largest logits, largest first. The k-th largest of the block
     maxima bounds the k-th largest logit from below, so one pass finds a few hundred
     candidates to sort instead of 262,144."""
+    k = min(k, row.size)  # llama.cpp's top-k keeps everything when k is larger
     maxima = np.maximum.reduceat(row, np.arange(0, row.size, block))
     if k > maxima.size:
         return top_k_ids(row, k, max(1, row.size // k))
