@@ -40,20 +40,23 @@ def _read_tokenizer(source: Path) -> dict:
     }
 
 
-def write_tokenizer_only(path: Path, source: Path) -> Path:
-    """A GGUF holding only source's tokenizer (~6 MB for Gemma 3): write_tiny_model's
-    source where the real model is too big to carry (scripts/gpu_prep.sh)."""
-    import gguf
-
-    tok = _read_tokenizer(source)
-    w = gguf.GGUFWriter(str(path), "llama")
+def _add_tokenizer(w, tok: dict) -> None:
     w.add_tokenizer_model(tok["model"])
     w.add_tokenizer_pre(tok["pre"])
     w.add_token_list(tok["tokens"])
     w.add_token_scores(tok["scores"])
     w.add_token_types(tok["types"])
-    for key, value in tok["scalars"].items():
+    for key, value in tok["scalars"].items():  # ids as uint32, add_* flags as bool, as gguf's own add_* methods
         (w.add_bool if isinstance(value, bool) else w.add_uint32)(key, value)
+
+
+def write_tokenizer_only(path: Path, source: Path) -> Path:
+    """A GGUF holding only source's tokenizer (~6 MB for Gemma 3): write_tiny_model's
+    source where the real model is too big to carry (scripts/gpu_prep.sh)."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    _add_tokenizer(w, _read_tokenizer(source))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -104,19 +107,7 @@ def write_tiny_model(
         w.add_value_length(head_dim)
         w.add_sliding_window(n_swa)
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tokenizer_model(tok["model"])
-    w.add_tokenizer_pre(tok["pre"])
-    w.add_token_list(tok["tokens"])
-    w.add_token_scores(tok["scores"])
-    w.add_token_types(tok["types"])
-    s = tok["scalars"]
-    w.add_bos_token_id(s["tokenizer.ggml.bos_token_id"])
-    w.add_eos_token_id(s["tokenizer.ggml.eos_token_id"])
-    w.add_unk_token_id(s["tokenizer.ggml.unknown_token_id"])
-    w.add_pad_token_id(s["tokenizer.ggml.padding_token_id"])
-    w.add_add_bos_token(s["tokenizer.ggml.add_bos_token"])
-    w.add_add_eos_token(s["tokenizer.ggml.add_eos_token"])
-    w.add_add_space_prefix(s["tokenizer.ggml.add_space_prefix"])
+    _add_tokenizer(w, tok)
 
     # Norm weights stay f32 (llama.cpp expects that); matrices in the chosen dtype.
     # Gemma scales embeddings by sqrt(n_embd) and normalises each attention output:
