@@ -38,7 +38,7 @@ class Store(Protocol):
     def recent_jobs(self, owner: str, n: int) -> list[str]: ...  # newest first
     def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool: ...
     def release_lease(self, name: str, holder: str) -> None: ...
-    def set_flag(self, name: str, value: int = 1) -> None: ...  # the first value set stays
+    def set_flag(self, name: str, value: int) -> None: ...  # the first value set stays
     def get_flag(self, name: str) -> int | None: ...
 
 
@@ -219,7 +219,7 @@ class LocalStore:
             if self._leases.get(name, ("",))[0] == holder:
                 del self._leases[name]
 
-    def set_flag(self, name: str, value: int = 1) -> None:
+    def set_flag(self, name: str, value: int) -> None:
         with self._lock:
             self._flags.setdefault(name, value)
 
@@ -388,7 +388,7 @@ class RedisStore:
     def release_lease(self, name: str, holder: str) -> None:
         self._lease(keys=[self._k("lease", name)], args=[holder, 1])  # expires at once if still ours
 
-    def set_flag(self, name: str, value: int = 1) -> None:
+    def set_flag(self, name: str, value: int) -> None:
         self.r.set(self._k("flag", name), value, ex=self.job_ttl_s, nx=True)
 
     def get_flag(self, name: str) -> int | None:
