@@ -19,7 +19,9 @@ MARK = "⟦{}⟧"
 _MARK_RE = re.compile(r"⟦(\d+)⟧")
 
 _U = "[^\\s<>\"'`)\\]«»“”‘’「」『』、。，（）⟦⟧]"  # URL characters (stop at CJK punctuation too)
-_URL = rf"(?:https?|ftp)://{_U}*[^\s<>\"'`)\].,;:!?«»“”‘’「」『』、。，（）⟦⟧]|\bmailto:{_U}+"
+# URLs, and what GitHub autolinks without a scheme: www. addresses and e-mail addresses
+_URL = (rf"(?:(?:https?|ftp)://|(?<![\w.@/-])www\.){_U}*[^\s<>\"'`)\].,;:!?«»“”‘’「」『』、。，（）⟦⟧]|\bmailto:{_U}+"
+        r"|(?<![\w.+-])[A-Za-z0-9._+-]+@[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+")
 _ASS = r"\{\\[^{}\n]*\}"  # subtitle override codes: {\an8}, {\i1}
 _PATTERNS = {
     "url": _URL,
@@ -32,9 +34,12 @@ _PATTERNS = {
     "emoji": r"(?<![\w:]):[a-z0-9_+\-]*[a-z][a-z0-9_+\-]*:(?![\w:])",
 }
 MATH = r"(?<![\w$\\])\$[^$\s](?:[^$\n]*[^$\s\\])?\$(?![\w$])"  # inline math: $x^2$ (not "$5 and $10")
-# Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]")
-# and GitHub alert markers ("> [!NOTE]").
-_MD_OPAQUE = MATH + r"|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+# A block's type at a line start: MkDocs admonitions ("!!! note", "??? tip inline end" before a
+# quoted title) and Docusaurus or markdown-it-container blocks (":::tip", "::: warning").
+_ADMONITION = r"(?m:^(?:(?:!!!|\?\?\?\+?)[ \t]+(?:[\w-]+(?:[ \t]+[\w-]+)*(?=[ \t]*(?:\"|$))|[\w-]+)|:{3,}[ \t]*[\w-]+))"
+# Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]"),
+# GitHub alert markers ("> [!NOTE]") and admonition types.
+_MD_OPAQUE = MATH + "|" + _ADMONITION + r"|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
 # Opaque in HTML runs: inline code-like elements with their content.
 _HTML_OPAQUE = r"<(?P<el>code|kbd|samp)\b[^>]*>.*?</(?P=el)\s*>"
 

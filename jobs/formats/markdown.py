@@ -40,7 +40,7 @@ _YAML_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\']|\'\')*\'')
 _YAML_COMMENT = re.compile(r"[ \t]+#")
 _YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:+-]*|[-+]?\.(?:inf|nan)")
 _SHORT_REF = re.compile(r"(?<![\]\\])\[((?:[^\[\]\\]|\\.)+)\](?:\[\])?(?![\[(])")  # [text][] or [text]
-_MYST_TARGET = re.compile(r"\([\w.:-]+\)=")  # "(install-guide)=": a MyST (Sphinx) label line, not prose
+_MYST_TARGET = re.compile(r"\([^\n]+\)=")  # "(install-guide)=", "(SSL Certificate Verification)=": a MyST label
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -362,6 +362,17 @@ def _continuation(prefix: str) -> str:
     return "".join(c if c in ">\t" else " " for c in prefix)
 
 
+def _continuation_of(src: _Source, first: int, offsets: list[int], default: str) -> str:
+    """The source's own prefix for continuation lines when they all share one that
+    extends default: an indented body ("!!! note" then "    text", MkDocs) stays indented."""
+    own = {src.text[src.starts[first + j]: off] for j, off in enumerate(offsets[1:], 1)}
+    if len(own) == 1:
+        (p,) = own
+        if p.startswith(default) and not p[len(default):].strip():
+            return p
+    return default
+
+
 def _locate(src: _Source, first: int, content: str) -> list[int] | None:
     """Offset where each content line starts in the source, or None when the
     source lines do not end in the content lines (tabs in odd places)."""
@@ -434,7 +445,7 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
     if not translatable(text, "md") or _MYST_TARGET.fullmatch(text):
         return []
     prefix = src.text[src.starts[first]: offsets[0]]
-    joiner = src.eol + _continuation(prefix)
+    joiner = src.eol + _continuation_of(src, first, offsets, _continuation(prefix))
 
     def encode(t: str) -> str:
         return joiner.join(_fit_lines(_lines(t), lambda ls: region.fits(

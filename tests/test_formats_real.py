@@ -1,0 +1,100 @@
+"""Syntax that real documents use and a Markdown flavour gives a meaning to
+(GFM autolinks, MyST targets, MkDocs and Docusaurus admonitions, Liquid tags,
+heading attributes), read back by that flavour's parser: markdown-it-py with
+the mdit-py-plugins GitHub, MyST and MkDocs use. The translator changes every
+word and keeps what it is shown masked, as a model does; what those parsers
+see must not change."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from markdown_it import MarkdownIt
+from mdit_py_plugins.admon import admon_plugin
+from mdit_py_plugins.colon_fence import colon_fence_plugin
+from mdit_py_plugins.gfm import gfm_plugin
+from mdit_py_plugins.myst_blocks import myst_block_plugin
+from test_translation import Upper
+
+from jobs.formats import format_named
+from jobs.translation import FileJob, Translator, translate_documents
+
+MD = format_named("md")
+GFM = MarkdownIt("commonmark").use(gfm_plugin)
+MYST = MarkdownIt("commonmark").use(myst_block_plugin).use(colon_fence_plugin)
+MKDOCS = MarkdownIt("commonmark").use(admon_plugin)
+
+
+class Words(Upper):
+    """Every word of 3+ letters becomes another one; masked parts (⟦n⟧) and
+    {placeholders} kept."""
+
+    def run(self, jobs):
+        for i, c in super().run(jobs):
+            out = re.sub(r"(?<![⟦\w{])([A-Za-z]{3,})(?![\w}])", lambda m: "zz" + m.group(1).lower(), self.seen[-1])
+            yield i, replace(c, text=out)
+
+
+def translated(text: str) -> str:
+    [r] = translate_documents([FileJob("doc.md", text, MD)], Translator(Words(), tgt="de"))
+    assert r.failed == []
+    assert "zz" in r.text  # the prose was translated
+    return r.text
+
+
+def walk(tokens):
+    for t in tokens:
+        yield t
+        yield from walk(t.children or [])
+
+
+def structure(md: MarkdownIt, text: str) -> list[tuple]:
+    """Every token but text, with its attributes (but alt and title), info
+    and the content of what is not prose."""
+    out = []
+    for t in walk(md.parse(text)):
+        if t.type in ("text", "softbreak", "inline"):
+            continue
+        attrs = sorted((k, str(v)) for k, v in t.attrs.items() if k not in ("alt", "title"))
+        content = t.content if t.type in ("myst_target", "code_inline", "fence", "code_block") else None
+        out.append((t.type, t.nesting, attrs, t.info if t.type in ("fence", "colon_fence") else "", content))
+    return out
+
+
+def test_gfm_autolinked_emails_and_www_addresses_keep_their_targets():
+    text = ("Contact support@example.com or see www.example.com/docs for help.\n\n"
+            "- Reports go to security-team@lists.example.org first.\n")
+    out = translated(text)
+    assert structure(GFM, out) == structure(GFM, text)
+    assert "support@example.com" in out and "www.example.com/docs" in out
+
+
+def test_myst_target_with_spaces_is_not_prose():
+    """pip's docs open with "(SSL Certificate Verification)=": a MyST label."""
+    text = "(SSL Certificate Verification)=\n\n# SSL Certificate Verification\n\nSome words here.\n"
+    out = translated(text)
+    assert out.startswith("(SSL Certificate Verification)=\n\n")
+    assert structure(MYST, out) == structure(MYST, text)
+
+
+def admonitions(md: MarkdownIt, text: str) -> list[tuple]:
+    """The structure with an admonition's or colon fence's type, not its title."""
+    return [(ty, n, attrs, info.split()[0] if ty == "colon_fence" and info.strip() else "", content)
+            for ty, n, attrs, info, content in structure(md, text)]
+
+
+def test_mkdocs_admonition_keeps_its_type_and_its_body():
+    text = ('!!! note "Read this first"\n    The body of the note\n    goes on here.\n\n'
+            '??? warning\n\n    A collapsed body.\n\nAfter the notes.\n')
+    out = translated(text)
+    assert admonitions(MKDOCS, out) == admonitions(MKDOCS, text)
+    assert '!!! note "zzread zzthis zzfirst"\n    zzthe zzbody of zzthe zznote\n    zzgoes on zzhere.\n' in out
+
+
+def test_colon_fence_admonitions_keep_their_type():
+    """Docusaurus (":::tip Title") and markdown-it-container ("::: warning") blocks."""
+    text = ":::tip Helpful advice\n\nThe tip itself.\n\n:::\n\n::: warning\nThe warning text.\n:::\n"
+    out = translated(text)
+    assert admonitions(MYST, out) == admonitions(MYST, text)
+    assert out.startswith(":::tip zzhelpful zzadvice\n")
