@@ -36,7 +36,7 @@ _PATTERNS = {
 MATH = r"(?<![\w$\\])\$[^$\s](?:[^$\n]*[^$\s\\])?\$(?![\w$])"  # inline math: $x^2$ (not "$5 and $10")
 # A block's type at a line start: MkDocs admonitions ("!!! note", "??? tip inline end" before a
 # quoted title) and Docusaurus or markdown-it-container blocks (":::tip", "::: warning").
-_ADMONITION = r"(?m:^(?:(?:!!!|\?\?\?\+?)[ \t]+(?:[\w-]+(?:[ \t]+[\w-]+)*(?=[ \t]*(?:\"|$))|[\w-]+)|:{3,}[ \t]*[\w-]+))"
+_ADMONITION = r"(?m:^(?:(?:!!!|\?\?\?\+?)[ \t]+(?:[\w-]+(?:[ \t]+[\w-]+)*(?=[ \t]*(?:\"|$))|[\w-]+)|:{3,}[ \t]*[\w.-]+))"
 # Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]"),
 # GitHub alert markers ("> [!NOTE]") and admonition types.
 _MD_OPAQUE = MATH + "|" + _ADMONITION + r"|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"

@@ -93,8 +93,24 @@ def test_mkdocs_admonition_keeps_its_type_and_its_body():
 
 
 def test_colon_fence_admonitions_keep_their_type():
-    """Docusaurus (":::tip Title") and markdown-it-container ("::: warning") blocks."""
-    text = ":::tip Helpful advice\n\nThe tip itself.\n\n:::\n\n::: warning\nThe warning text.\n:::\n"
+    """Docusaurus (":::tip Title"), markdown-it-container ("::: warning") and
+    mkdocstrings ("::: llama_cpp.Llama", from llama-cpp-python's docs) blocks."""
+    text = (":::tip Helpful advice\n\nThe tip itself.\n\n:::\n\n::: warning\nThe warning text.\n:::\n\n"
+            "## High Level API\n\n::: llama_cpp.Llama\n    options:\n        members:\n            - tokenize\n"
+            "        show_root_heading: true\n")
     out = translated(text)
     assert admonitions(MYST, out) == admonitions(MYST, text)
     assert out.startswith(":::tip zzhelpful zzadvice\n")
+    assert out.endswith("::: llama_cpp.Llama\n    options:\n        members:\n            - tokenize\n"
+                        "        show_root_heading: true\n")  # mkdocstrings options: verbatim
+
+
+def test_github_alert_marker_line_stays_the_marker_line():
+    """From llama.cpp's READMEs: a marker line ending in a trailing-space hard
+    break, and a body line continuing the quote lazily (markdown-it-py's GFM
+    alert then ends at the marker line)."""
+    text = ("> [!IMPORTANT]  \n> This was tested with Docker on Linux. <br>Please update this file.\n\n"
+            "> [!NOTE]\n[2024 Jun 12] Binaries have been renamed with a prefix.\n")
+    out = translated(text)
+    assert structure(GFM, out) == structure(GFM, text)
+    assert MD.skeleton(out) == MD.skeleton(text)

@@ -41,6 +41,7 @@ _YAML_COMMENT = re.compile(r"[ \t]+#")
 _YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:+-]*|[-+]?\.(?:inf|nan)")
 _SHORT_REF = re.compile(r"(?<![\]\\])\[((?:[^\[\]\\]|\\.)+)\](?:\[\])?(?![\[(])")  # [text][] or [text]
 _MYST_TARGET = re.compile(r"\([^\n]+\)=")  # "(install-guide)=", "(SSL Certificate Verification)=": a MyST label
+_AUTODOC = re.compile(r":::[ \t]+[\w.-]+[ \t]*(?:\r?\n[ \t]+\S[^\r\n]*)*")  # "::: pkg.Class" + indented YAML: mkdocstrings
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -363,14 +364,22 @@ def _continuation(prefix: str) -> str:
 
 
 def _continuation_of(src: _Source, first: int, offsets: list[int], default: str) -> str:
-    """The source's own prefix for continuation lines when they all share one that
-    extends default: an indented body ("!!! note" then "    text", MkDocs) stays indented."""
+    """The prefix the source's continuation lines share, when it is quote markers and
+    indentation only: an indented body ("!!! note" then "    text", MkDocs) stays
+    indented, a lazy line stays lazy (GFM's alert ends at a "> [!NOTE]" line before one)."""
     own = {src.text[src.starts[first + j]: off] for j, off in enumerate(offsets[1:], 1)}
     if len(own) == 1:
         (p,) = own
-        if p.startswith(default) and not p[len(default):].strip():
+        if _continuation(p) == p:
             return p
     return default
+
+
+def _spaced(lines: list[str]) -> list[str]:
+    """Backslash hard breaks written as two trailing spaces (the source's way):
+    GFM reads "> [!NOTE]\\" as no alert marker."""
+    return [ln[:-1] + "  " if k < len(lines) - 1 and (len(ln) - len(ln.rstrip("\\"))) % 2 else ln
+            for k, ln in enumerate(lines)]
 
 
 def _locate(src: _Source, first: int, content: str) -> list[int] | None:
@@ -433,23 +442,30 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
     last_body = src.bodies[first + n - 1].rstrip(" \t")
     start, end = offsets[0], src.starts[first + n - 1] + len(last_body)
     pieces = []
+    breaks = set()  # how the source writes its hard breaks: "  " or "\\"
     for j, off in enumerate(offsets):
         piece = src.text[off: src.starts[first + j] + len(src.bodies[first + j])]
         stripped = piece.rstrip(" \t")
+        if j < n - 1 and stripped.endswith("\\"):
+            breaks.add("\\")
         if j < n - 1 and piece.endswith("  "):  # a trailing-spaces hard break: made visible
+            breaks.add("\\" if stripped.endswith("\\") else "  ")
             piece = piece if stripped.endswith("\\") else stripped + "\\"
         else:
             piece = stripped
         pieces.append(piece)
     text = "\n".join(pieces)
-    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text):
+    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text) or _AUTODOC.fullmatch(src.text[start:end]):
         return []
     prefix = src.text[src.starts[first]: offsets[0]]
     joiner = src.eol + _continuation_of(src, first, offsets, _continuation(prefix))
 
+    def written(lines: list[str]) -> list[str]:
+        return _spaced(lines) if breaks == {"  "} else lines
+
     def encode(t: str) -> str:
-        return joiner.join(_fit_lines(_lines(t), lambda ls: region.fits(
-            k, start, end, joiner.join(ls), lead + "\n".join(ls))))
+        return joiner.join(written(_fit_lines(_lines(t), lambda ls: region.fits(
+            k, start, end, joiner.join(written(ls)), lead + "\n".join(written(ls))))))
 
     return [_cut(region, start, end, text, src.text[start:end], encode, note)]
 
