@@ -89,10 +89,21 @@ class Reconciler:
     def __init__(self, store: JobStore, publish: Callable[[list[str], str, str], None], name: str):
         self.store, self.publish, self.name = store, publish, name
         self.lock_key = f"{store.p}:sweep-lock"
+        self._stalled_at = float("-inf")
+
+    def redis_stalled(self) -> None:
+        """Redis just failed or answered late (this worker's heartbeat or sweep): the
+        other workers' heartbeats may have lapsed meanwhile, and a live worker would
+        look dead until it beats again. Sweeps wait a heartbeat TTL."""
+        self._stalled_at = time.monotonic()
 
     def sweep(self) -> dict[str, int]:
-        """One pass; {} when another process holds the sweep or Redis just restarted."""
+        """One pass; {} when another process holds the sweep or Redis just restarted,
+        failed or stalled."""
         s, r = self.store.s, self.store.r
+        t0 = time.monotonic()
+        if t0 - self._stalled_at < s.heartbeat_ttl:
+            return {}
         if not r.set(self.lock_key, self.name, nx=True, px=int(max(1.0, s.sweep_interval) * 1000)):
             return {}
         if int(r.info("server").get("uptime_in_seconds", 0)) < s.heartbeat_ttl:
@@ -105,6 +116,9 @@ class Reconciler:
         waiting, delivered = message_job_ids(r, queues) if queues else (set(), {})
         names = {row[1] for row in rows if row[0] == "running" and row[1]}
         holdings = self.store.holdings(sorted(names | (self.store.worker_names() if delivered else set())))
+        if time.monotonic() - t0 > s.heartbeat_ttl / 2:  # a Redis stall in this sweep: see redis_stalled
+            self.redis_stalled()
+            return {}
         carried = waiting | self._held_messages(delivered, holdings)
         gone, fine, resend, counts = [], [], {}, {"requeued": 0, "resent": 0, "failed": 0}
         for jid, (status, owner, started, model, priority) in zip(ids, rows):

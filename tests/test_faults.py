@@ -9,6 +9,7 @@ after 4 s, the reconciler sweeps every second, a batch lease lasts 3 s."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -357,20 +358,85 @@ def test_workers_killed_again_and_again_while_claiming_and_finishing(fleet):
     assert_exactly_once(fleet, fleet.api.url, b, n=120, tag="churn")
 
 
+@contextlib.contextmanager
+def own_fleet(model_path: Path, tmp_path: Path, env: dict, workers: int, parallel: int):
+    """A fleet of its own (Redis, workers, an API) with these settings."""
+    fleet = Fleet(RedisServer(tmp_path / "redis"), model_path, tmp_path, [], env=env, parallel=parallel)
+    fleet.redis.start()
+    try:
+        fleet.workers.extend(fleet.start_worker() for _ in range(workers))
+        fleet.api = start_api(fleet.redis.url, tmp_path, fleet.env)
+        yield fleet
+    finally:
+        fleet.close()
+
+
 @pytest.fixture
 def lone_fleet(tiny_model_path, tmp_path):
     """Its own Redis, one worker and an API, for faults a second worker would
     mask. kombu's default visibility timeout: an unacknowledged message is handed
     out again after an hour."""
-    fleet = Fleet(RedisServer(tmp_path / "redis"), tiny_model_path, tmp_path, [],
-                  env={**ENV, "LLAMAQ_VISIBILITY_TIMEOUT": "3600"}, parallel=2)
-    fleet.redis.start()
-    try:
-        fleet.workers.append(fleet.start_worker())
-        fleet.api = start_api(fleet.redis.url, tmp_path, fleet.env)
+    with own_fleet(tiny_model_path, tmp_path, {**ENV, "LLAMAQ_VISIBILITY_TIMEOUT": "3600"}, 1, 2) as fleet:
         yield fleet
+
+
+def test_redis_frozen_longer_than_a_heartbeat_runs_nothing_twice(tiny_model_path, tmp_path):
+    """Redis SIGSTOPped for 10 s: longer than a heartbeat lives (6 s here), within
+    the workers' retry window (30 s here). Every worker stays alive and keeps its
+    results until Redis answers, but all heartbeats lapsed meanwhile: a sweep
+    right after SIGCONT must not read the workers as dead and take their jobs
+    back (each would run twice; a streaming one would fail stream_interrupted)."""
+    # Timings that make the race likely (the next test forces it): a sweep is mostly
+    # blocked in a Redis call (3 s timeout, a sweep every 0.5 s) and goes on at SIGCONT,
+    # while a worker whose heartbeat timed out waits up to 2 s before its next one.
+    env = {**ENV, "LLAMAQ_VISIBILITY_TIMEOUT": "3600", "LLAMAQ_REDIS_RETRY_S": "30", "LLAMAQ_HEARTBEAT_TTL": "6",
+           "LLAMAQ_SWEEP_INTERVAL": "0.5", "LLAMAQ_REDIS_SOCKET_TIMEOUT": "3"}
+    with own_fleet(tiny_model_path, tmp_path, env, 2, 8) as fleet:
+        api = fleet.api.url
+        bid = submit_batch(api, max_tokens=16, tag="hang")
+        wait_done(fleet, bid, 8)
+        assert int(fleet.r().hget(f"llamaq:batch:{bid}", "running") or 0) > 0, "nothing was running"
+        fleet.redis.proc.send_signal(signal.SIGSTOP)
+        time.sleep(10)
+        fleet.redis.proc.send_signal(signal.SIGCONT)
+        b, took = wait_batch_end([api], bid)
+        report("redis_frozen_past_heartbeat", took)
+        assert_exactly_once(fleet, api, b, tag="hang")
+        stats = fleet.r().hgetall("llamaq:stats")
+        assert (int(stats.get("retried", 0)), int(stats.get("started", 0))) == (0, LINES), stats
+
+
+def test_a_sweep_blocked_on_a_frozen_redis_takes_back_no_live_workers_job(redis_server, redis_url):
+    """The race above, forced: a sweep starts while Redis is frozen (3 s, longer
+    than the 2 s heartbeat), blocks, and goes on at SIGCONT, when every heartbeat
+    has lapsed though its worker is alive. It must take nothing back; once the
+    worker has had a heartbeat TTL to beat again and has not, the next sweep does."""
+    import threading
+
+    from jobs.reconcile import Reconciler
+    from jobs.settings import Settings
+    from jobs.store import JobStore, NewJob
+
+    s = Settings(redis_url=redis_url, heartbeat_ttl=2, resend_grace=0, sweep_interval=0.5, redis_socket_timeout=30)
+    store = JobStore.from_url(redis_url, s)
+    store.create_many([NewJob("j1", "completion", MODEL, {"prompt": "x"})])
+    assert store.claim("j1", "w1").state == "claimed"
+    store.heartbeat("w1", {}, ["j1"])
+    sent = []
+    reconciler = Reconciler(store, lambda ids, model, priority: sent.extend(ids), "sweeper")
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        sweep = threading.Thread(target=reconciler.sweep)
+        sweep.start()
+        time.sleep(3)
     finally:
-        fleet.close()
+        redis_server.proc.send_signal(signal.SIGCONT)
+    sweep.join(30)
+    assert not sweep.is_alive()
+    assert (store.get("j1").status, sent) == ("running", []), "a live worker's job was taken back"
+    time.sleep(2.1)  # w1 really is dead now: no heartbeat for a TTL
+    reconciler.sweep()
+    assert (store.get("j1").status, sent) == ("queued", ["j1"])
 
 
 def test_worker_kill9_with_messages_taken_but_not_claimed(lone_fleet):
