@@ -31,8 +31,9 @@ _WHY = {
     400: "The request is malformed or a field is invalid; `param` names the field",
     401: "A missing or unknown API key",
     404: "No such object or model (another API key's objects are not visible)",
-    409: "The job was cancelled",
+    409: "The job was cancelled, or the batch to cancel has already finished",
     413: "The body or an uploaded file is over its limit",
+    415: "The body is declared as another media type than application/json",
     429: "A queue or a per-key limit is full; retry after `Retry-After` seconds",
     503: "No worker serves the model right now; retry after `Retry-After` seconds",
     504: "The job did not finish in time",
@@ -137,6 +138,8 @@ def _implied(path: str, op: dict) -> list[int]:
         out.append(404)
     if op.get("requestBody"):
         out += [413, 429]
+        if "application/json" in op["requestBody"].get("content", {}):
+            out.append(415)
     return out
 
 

@@ -12,7 +12,7 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from .errors import bad_request, too_large, unauthorized
+from .errors import bad_request, too_large, unauthorized, unsupported_media_type
 
 
 def _env_int(name: str, default: int):
@@ -56,7 +56,16 @@ def current_owner(request: Request) -> str:
     return owner_of_key(token)
 
 
+def _check_json_type(request: Request) -> None:
+    """415 for a body declared as another media type; one with none declared is read as JSON."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise unsupported_media_type(f"Content-Type {ctype!r} is not supported here; send the body as "
+                                     "application/json")
+
+
 async def json_body(request: Request) -> dict:
+    _check_json_type(request)
     limit = state(request).config.max_body_bytes
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:

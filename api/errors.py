@@ -60,6 +60,10 @@ def too_large(message: str, param: str | None = None) -> APIError:
     return APIError(413, message, param=param, code="request_too_large")
 
 
+def unsupported_media_type(message: str) -> APIError:
+    return APIError(415, message, code="unsupported_media_type")
+
+
 def queue_full(message: str = "the job queue is full; retry later", retry_after: int = 1) -> APIError:
     return APIError(
         429, message, type="rate_limit_error", code="queue_full", headers={"Retry-After": str(retry_after)}

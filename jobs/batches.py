@@ -34,6 +34,7 @@ from itertools import count
 
 import orjson
 
+from .errors import ModelNotFound
 from .record import TERMINAL
 
 log = logging.getLogger("llamaq.batches")
@@ -272,7 +273,6 @@ class _Run:
                               f"the input file has {n} requests; a batch holds at most {self.limits.max_lines}")
         self._save(request_counts={"total": n, "completed": 0, "failed": 0})
         models = self.backend.models()
-        default_model = models[0] if len(models) == 1 else None
         seen: set[str] = set()
         chunk: list[tuple[int, int, bytes]] = []
         for index, (lineno, raw) in enumerate(numbered_lines(self._input() or ())):
@@ -280,24 +280,29 @@ class _Run:
             if len(chunk) == self.limits.submit_chunk:
                 if self._cancel_requested() or self._expired():
                     break  # the rest is never queued; follow() cancels what was
-                self._submit(chunk, default_model, seen)
+                self._submit(chunk, models, seen)
                 chunk = []
         else:
             if chunk:
-                self._submit(chunk, default_model, seen)
+                self._submit(chunk, models, seen)
         if self.batch["status"] == "validating":
             self._set("in_progress")
         else:
             self._save()
 
-    def _submit(self, chunk, default_model, seen) -> None:
+    def _submit(self, chunk, models: list[str], seen) -> None:
         endpoint, kind = self.batch["endpoint"], ENDPOINT_KINDS[self.batch["endpoint"]]
+        default_model = models[0] if len(models) == 1 else None
         items, ids, cids, errors = [], [], [], {}
         for pos, (index, lineno, raw) in enumerate(chunk):
             cid, body, err = parse_line(lineno, raw, endpoint, default_model, self.mgr.validate, seen)
             items.append((kind, body or {}))
             ids.append(line_job_id(self.id, index))
             cids.append(cid)
+            if err is None and models and body.get("model") not in (None, *models):
+                # as the API answers such a request (404): queued, it would hold the batch open for a day
+                err = ModelNotFound(f"model {body['model']!r} is not served here; served: {', '.join(models)}",
+                                    "model").to_dict()
             if err is not None:
                 errors[pos] = err
             elif self.batch.get("model") is None:

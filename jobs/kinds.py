@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine import Constraint, Request, SamplingParams
+from engine.errors import PromptTooLong
 
 from . import schemas
 from .chat import chat_for
@@ -178,15 +179,18 @@ class Pending:
         return self._build(results)
 
 
-def _submit_all(engine, requests: list[Request], priority: int = 0) -> list:
+def _submit_all(engine, requests: list[Request], priority: int = 0, field: str = "prompt") -> list:
+    """field: the body field the prompts came from, named by a PromptTooLong (the engine says "prompt")."""
     handles = []
     try:
         for r in requests:
             r.priority = priority
             handles.append(engine.submit(r))
-    except BaseException:
+    except BaseException as e:
         for h in handles:
             h.cancel()
+        if isinstance(e, PromptTooLong):
+            e.param = field
         raise
     return handles
 
@@ -225,7 +229,7 @@ def _start_chat(engine, body: dict, on_delta: OnDelta | None, priority: int = 0)
             "usage": _usage(results),
         }
 
-    return Pending(_submit_all(engine, [req], priority), build, on_delta)
+    return Pending(_submit_all(engine, [req], priority, "messages"), build, on_delta)
 
 
 def _start_completion(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
@@ -252,7 +256,11 @@ def _start_embedding(engine, body: dict) -> Pending:
     for t in texts:
         if isinstance(t, list) and not all(0 <= i < engine.model.n_vocab for i in t):
             raise JobValidationError(f"token ids must be in 0..{engine.model.n_vocab - 1}", "input")
-    vectors = engine.embed(texts)
+    try:
+        vectors = engine.embed(texts)
+    except PromptTooLong as e:
+        e.param = "input"
+        raise
     dims = body.get("dimensions")
     if dims is not None and vectors and dims < len(vectors[0]):
         vectors = [_shortened(v, dims) for v in vectors]
@@ -328,7 +336,7 @@ def _start_translation(engine, body: dict, on_delta: OnDelta | None, priority: i
                 "target_language": tgt, "source_language": body.get("source_language"),
                 "data": data, "usage": _usage(results)}
 
-    return Pending(_submit_all(engine, reqs, priority), build, on_delta)
+    return Pending(_submit_all(engine, reqs, priority, "input"), build, on_delta)
 
 
 def start(engine, kind: str, body: dict, on_delta: OnDelta | None = None, priority: int = 0) -> Pending:

@@ -1,6 +1,6 @@
 """The API over Redis: a real redis-server, a real `llamaq worker` process on
 the tiny model, two API apps sharing files and batches through Redis, and the
-official openai client."""
+official openai client and raw httpx requests, the refused ones included."""
 
 from __future__ import annotations
 
@@ -200,3 +200,70 @@ def test_a_job_message_that_cannot_be_published_is_a_503(tmp_path):
     finally:
         backend.close()
         server.stop()
+
+
+# ------------------------------------------------------------------ what OpenAI refuses, as it refuses it
+
+
+def _error(r: httpx.Response, status: int) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
+
+
+def test_cancelling_a_finished_batch_is_a_409(oai, model):
+    f = oai.files.create(file=("done.jsonl", jsonl([chat_line("a", model, "hi", max_tokens=2)])), purpose="batch")
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b, _ = wait_batch(oai, b.id, timeout=60)
+    assert b.status == "completed"
+    with pytest.raises(openai.ConflictError) as e:
+        oai.batches.cancel(b.id)
+    assert "completed" in e.value.body["message"] and e.value.body["type"] == "invalid_request_error"
+    assert oai.batches.retrieve(b.id).status == "completed"
+
+
+def test_a_batch_line_for_a_model_nobody_serves_fails_alone(oai, model):
+    """Queued, such a line waited for a worker that never comes: the batch stayed
+    in_progress for its whole completion window."""
+    lines = [chat_line("good", model, "hi", max_tokens=2), chat_line("lost", "no-such-model", "hi", max_tokens=2)]
+    f = oai.files.create(file=("models.jsonl", jsonl(lines)), purpose="batch")
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b, _ = wait_batch(oai, b.id, timeout=60)
+    assert b.status == "completed" and (b.request_counts.completed, b.request_counts.failed) == (1, 1)
+    [err] = read_lines(oai, b.error_file_id)
+    assert err["custom_id"] == "lost" and err["response"]["status_code"] == 404
+    assert err["response"]["body"]["error"]["code"] == "model_not_found" and err["error"]["code"] == "model_not_found"
+    assert [line["custom_id"] for line in read_lines(oai, b.output_file_id)] == ["good"]
+
+
+def test_a_body_declared_as_another_media_type_is_a_415(base_url, model):
+    body = orjson.dumps({"model": model, "messages": MSG, "max_tokens": 2})
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        r = httpx.post(f"{base_url}/v1/chat/completions", content=body, headers={"content-type": ctype})
+        assert _error(r, 415)["code"] == "unsupported_media_type"
+    r = httpx.post(f"{base_url}/v1/files", json={"purpose": "batch"})  # an upload is a form: 400 names it
+    assert _error(r, 400)["param"] == "file"
+    undeclared = httpx.post(f"{base_url}/v1/chat/completions", content=body, timeout=60)
+    assert undeclared.status_code == 200 and undeclared.json()["object"] == "chat.completion"
+    charset = httpx.post(f"{base_url}/v1/chat/completions", content=body, timeout=60,
+                         headers={"content-type": "application/json; charset=utf-8"})
+    assert charset.status_code == 200
+
+
+def test_an_empty_upload_is_a_400(oai):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.files.create(file=("empty.jsonl", b""), purpose="batch")
+    assert e.value.body["param"] == "file"
+
+
+def test_a_prompt_over_the_context_names_the_field_it_came_from(oai, model):
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 9000}], max_tokens=2)
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.embeddings.create(model=model, input="word " * 9000)
+    assert e.value.body["code"] == "context_length_exceeded" and e.value.body["param"] == "input"
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.completions.create(model=model, prompt="word " * 9000, max_tokens=2)
+    assert e.value.body["param"] == "prompt"

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ..batches import COMPLETION_WINDOWS, ENDPOINT_KINDS, new_batch, public
 from ..deps import current_owner, json_body, json_response, json_schema_body, state
-from ..errors import bad_request, not_found
+from ..contract import errors
+from ..errors import APIError, bad_request, not_found
 from .files import owned_file
 
 router = APIRouter()
@@ -85,8 +86,10 @@ async def list_batches(request: Request, after: str | None = None, limit: int = 
                           "last_id": page[-1]["id"] if page else None, "has_more": len(batches) > limit})
 
 
-@router.post("/v1/batches/{batch_id}/cancel")
+@router.post("/v1/batches/{batch_id}/cancel", responses=errors(404, 409))
 async def cancel_batch(batch_id: str, request: Request, owner: str = Depends(current_owner)):
-    await owned_batch(request, batch_id, owner)
+    status = (await owned_batch(request, batch_id, owner))["status"]
+    if status in ("completed", "failed", "expired"):  # OpenAI's 409; cancelling again is a no-op
+        raise APIError(409, f"Cannot cancel a batch with status '{status}'.", param="batch_id")
     batch = await state(request).bridge.call(state(request).batches.cancel, batch_id)
     return json_response(public(batch))
