@@ -218,6 +218,7 @@ def check(model: type[BaseModel], data: Any) -> Any:
         raise _job_error(e) from None
 
 
+MAX_REASONS = 5  # a message lists this many of a value's problems
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "[key]"}
 _FORMAT_TAGS = {"text", "json_object", "json_schema"}
 
@@ -243,6 +244,10 @@ def _job_error(e: ValidationError) -> JobValidationError:
     came closest to; where branches tie, their common path and each reason."""
     errs = e.errors(include_url=False)
     paths = [_path(err) for err in errs]
+    too_long = [(p, err) for p, err in zip(paths, errs) if err["type"] == "too_long"]
+    if too_long and all(err["type"] == "too_long" or err["type"].endswith("_type") for err in errs):
+        # a list over its limit, whose items are only of another branch's type (strings, not token ids)
+        paths, errs = [p for p, _ in too_long], [err for _, err in too_long]
     depth = max(map(len, paths))
     deepest = [(p, err) for p, err in zip(paths, errs) if len(p) == depth]
     if len(deepest) == 1:
@@ -258,6 +263,8 @@ def _job_error(e: ValidationError) -> JobValidationError:
             n += 1
         common = common[:n]
     param = ".".join(common)
-    reasons = "; ".join(dict.fromkeys(
+    reasons = list(dict.fromkeys(
         f"{'.'.join(p[len(common):])}: {err['msg']}" if len(p) > len(common) else err["msg"] for p, err in deepest))
-    return JobValidationError(f"'{param}' is not valid: {reasons}", param or None)
+    if len(reasons) > MAX_REASONS:
+        reasons[MAX_REASONS:] = [f"and {len(reasons) - MAX_REASONS} more"]
+    return JobValidationError(f"'{param}' is not valid: {'; '.join(reasons)}", param or None)

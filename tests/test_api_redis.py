@@ -267,3 +267,14 @@ def test_a_prompt_over_the_context_names_the_field_it_came_from(oai, model):
     with pytest.raises(openai.BadRequestError) as e:
         oai.completions.create(model=model, prompt="word " * 9000, max_tokens=2)
     assert e.value.body["param"] == "prompt"
+
+
+def test_a_list_over_its_limit_is_named_in_a_short_message(base_url, model):
+    """2,049 strings also failed the token-id branches item by item: the message
+    listed each item (79 kB) and not the limit."""
+    for path, body, limit in [("/v1/embeddings", {"model": model, "input": ["a"] * 2049}, 2048),
+                              ("/v1/completions", {"model": model, "prompt": ["a"] * 65}, 64)]:
+        err = _error(httpx.post(f"{base_url}{path}", json=body), 400)
+        assert f"at most {limit} items" in err["message"] and len(err["message"]) < 200
+    err = _error(httpx.post(f"{base_url}/v1/embeddings", json={"model": model, "input": [[-1]] * 100}), 400)
+    assert err["param"] == "input" and len(err["message"]) < 400  # token ids out of range: a few named
