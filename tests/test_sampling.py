@@ -193,3 +193,32 @@ def test_pooled_steps_mixing_fast_and_chain_requests(pooled_engine, tiny_engine)
     together = [h.result(timeout=60).tokens for h in submit_all(pooled_engine)]
     alone = [run(tiny_engine, q, **kinds[i % 4]) for i, q in enumerate(PROMPTS)]
     assert together == alone
+
+
+def test_bench_engine_breaks_each_step_down(tmp_path, tiny_model_path):
+    """`llamaq bench engine` reports decode / sampling / other per step for both samplers
+    and the raw loop's one-argmax sampling floor, with the ratios taken from its own rows."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.bench.engine import command as bench
+
+    out = tmp_path / "engine.json"
+    args = ["--model", str(tiny_model_path), "--concurrency", "1,4", "--requests", "4", "--prompt-tokens", "8",
+            "--gen-tokens", "3", "--threads", "1", "--sampler", "both", "--out", str(out)]
+    r = CliRunner().invoke(bench, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    by = {(row["mode"], row["concurrency"]): row for row in rows}
+    assert set(by) >= {(m, c) for m in ("engine", "engine, llama.cpp chain", "raw loop (ceiling)") for c in (1, 4)}
+    for c in (1, 4):
+        raw, fast, chain = by["raw loop (ceiling)", c], by["engine", c], by["engine, llama.cpp chain", c]
+        assert raw["tokens"] == c * 3 and fast["tokens"] == chain["tokens"] == 4 * 3
+        assert raw["decode_ms"] > 0 and raw["sample_ms"] > 0
+        for row in (fast, chain):
+            assert row["decode_ms"] > 0 and row["sample_ms"] > 0
+            assert row["host_ms"] == pytest.approx(row["sample_ms"] + row["other_ms"])
+            assert row["sample_vs_floor"] == pytest.approx(row["sample_ms"] / raw["sample_ms"])
+        assert fast["vs_chain"] == pytest.approx(fast["tok_s"] / chain["tok_s"])
+    assert "sample x floor" in r.stdout

@@ -6,8 +6,9 @@
     split into decode, sampling and other host work; with --sampler both, also
     with every sequence sampled through llama.cpp's chain (the engine before
     its fast paths), in the same run; --temperature samples instead of greedy;
-(c) the raw ceiling: a bare llama_batch/llama_decode/greedy loop at the same
-    batch sizes with no scheduling at all.
+(c) the raw ceiling: a bare llama_batch/llama_decode/argmax loop at the same
+    batch sizes with no scheduling at all; its sampling time per step, one numpy
+    argmax over the step's logits, is the floor for host sampling.
 Greedy decoding, distinct prompts, EOS ignored so every request generates the
 same number of tokens."""
 
@@ -18,6 +19,7 @@ import time
 
 import click
 import llama_cpp
+import numpy as np
 
 from cli.bench.util import out_option, pct, print_table, write_json
 from engine import Engine, EngineConfig, Request, SamplingParams
@@ -98,32 +100,45 @@ def run_engine(eng: Engine, prompts: list[list[int]], gen: int, concurrency: int
 
 
 def run_raw(model: Model, prompts: list[list[int]], gen: int, n_seq: int, threads: int | None) -> dict:
-    """Bare loop: prefill all prompts in one batch, then one greedy token per sequence per step."""
-    n_prompt = len(prompts[0])
+    """Bare loop: prefill all prompts in one batch, then one token per sequence per step,
+    each an argmax over the step's logits: its sampling time is one read of the logits,
+    the least any sampler can spend on the host."""
+    n_prompt, n_vocab = len(prompts[0]), model.n_vocab
     ctx = model.new_context(n_ctx=n_seq * (n_prompt + gen) + 64, n_batch=max(512, n_seq * n_prompt),
                             n_seq_max=n_seq, n_threads=threads)
     batch = Batch(max(512, n_seq * n_prompt))
-    samplers = [llama_cpp.llama_sampler_init_greedy() for _ in range(n_seq)]
+    decode_s = sample_s = 0.0
+
+    def step(tokens: list[list[int]], pos: int) -> list[int]:
+        nonlocal decode_s, sample_s
+        t0 = time.perf_counter()
+        batch.clear()
+        for s in range(n_seq):
+            batch.add(tokens[s], pos, s, True)
+        t1 = time.perf_counter()
+        assert llama_cpp.llama_decode(ctx, batch.as_llama()) == 0
+        llama_cpp.llama_synchronize(ctx)
+        t2 = time.perf_counter()
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(n_seq, n_vocab))
+        last = logits.argmax(axis=1).tolist()
+        decode_s += t2 - t1
+        sample_s += time.perf_counter() - t2
+        return last
+
     try:
         start = time.perf_counter()
-        batch.clear()
-        idx = [batch.add(prompts[s], 0, s, True) for s in range(n_seq)]
-        assert llama_cpp.llama_decode(ctx, batch.as_llama()) == 0
-        last = [llama_cpp.llama_sampler_sample(samplers[s], ctx, idx[s]) for s in range(n_seq)]
+        last = step(prompts[:n_seq], 0)
         ttft = (time.perf_counter() - start) * 1000
-        for step in range(1, gen):
-            batch.clear()
-            idx = [batch.add([last[s]], n_prompt + step - 1, s, True) for s in range(n_seq)]
-            assert llama_cpp.llama_decode(ctx, batch.as_llama()) == 0
-            last = [llama_cpp.llama_sampler_sample(samplers[s], ctx, idx[s]) for s in range(n_seq)]
+        for i in range(1, gen):
+            last = step([[t] for t in last], n_prompt + i - 1)
         wall = time.perf_counter() - start
     finally:
-        for s in samplers:
-            llama_cpp.llama_sampler_free(s)
         llama_cpp.llama_free(ctx)
     tokens = n_seq * gen
     return {"mode": "raw loop (ceiling)", "concurrency": n_seq, "requests": n_seq, "tokens": tokens,
-            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": ttft, "ttft_p95_ms": ttft}
+            "wall_s": wall, "tok_s": tokens / wall, "ttft_p50_ms": ttft, "ttft_p95_ms": ttft,
+            "decode_ms": decode_s * 1000 / gen, "sample_ms": sample_s * 1000 / gen,
+            "host_ms": (wall - decode_s) * 1000 / gen}
 
 
 def progress(row: dict) -> dict:
@@ -172,19 +187,22 @@ def command(model, prompt_tokens, gen_tokens, levels, n_requests, threads, n_gpu
     how = f"temperature {temperature} (engine rows)" if temperature else "greedy"
     click.echo(f"model {path.name}; {prompt_tokens}-token prompts, {gen_tokens} generated tokens, {how}")
     seq = next((r["tok_s"] for r in rows if r["mode"].startswith("sequential")), None)
-    raw = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].startswith("raw")}
+    raw = {r["concurrency"]: r for r in rows if r["mode"].startswith("raw")}
     chain = {r["concurrency"]: r["tok_s"] for r in rows if r["mode"].endswith("chain")}
     for r in rows:
         engine_row = r["mode"].startswith("engine")
         r["vs_sequential"] = r["tok_s"] / seq if seq else None
-        r["vs_raw"] = r["tok_s"] / raw[r["concurrency"]] if engine_row and r["concurrency"] in raw else None
+        base = raw.get(r["concurrency"]) if engine_row else None
+        r["vs_raw"] = r["tok_s"] / base["tok_s"] if base else None
+        r["sample_vs_floor"] = r["sample_ms"] / base["sample_ms"] if base else None
         r["vs_chain"] = r["tok_s"] / chain[r["concurrency"]] if r["mode"] == "engine" and chain else None
     print_table(rows, [("mode", "mode", ""), ("concurrency", "conc", "d"), ("requests", "reqs", "d"),
                        ("tok_s", "gen tok/s", ".1f"), ("ttft_p50_ms", "TTFT p50 ms", ".0f"),
                        ("decode_ms", "decode ms/step", ".2f"), ("sample_ms", "sample ms/step", ".2f"),
                        ("other_ms", "other host ms/step", ".2f"), ("host_cpu_ms", "host CPU ms/step", ".2f"),
                        ("sample_cpu_ms", "sample CPU ms/step", ".2f"), ("vs_sequential", "x sequential", ".2f"),
-                       ("vs_raw", "x raw", ".2f"), ("vs_chain", "x chain", ".2f")])
+                       ("vs_raw", "x raw", ".2f"), ("vs_chain", "x chain", ".2f"),
+                       ("sample_vs_floor", "sample x floor", ".2f")])
     write_json(out, "engine", {"model": str(path), "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
                                "temperature": temperature,
                                "rows": rows})
