@@ -62,8 +62,8 @@ class ApiProcess:
                 self.kill()
 
 
-def start_api(redis_url: str, log_dir: Path, settings: dict = ENV) -> ApiProcess:
-    port = free_port()
+def start_api(redis_url: str, log_dir: Path, settings: dict = ENV, port: int | None = None) -> ApiProcess:
+    port = port or free_port()
     env = dict(os.environ, **settings, PYTHONPATH=str(ROOT))
     log = log_dir / f"api-{time.monotonic_ns()}.log"
     with open(log, "wb") as f:
@@ -516,3 +516,37 @@ def test_redis_losing_its_data_answers_waiting_requests_503(fleet):
     while (h := _get(f"{fleet.api.url}/health")) is None or h.get("workers", 0) < len(fleet.workers):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_translate_api_rides_out_an_api_restart(fleet, tmp_path):
+    """`llamaq translate --api URL` while its API is killed -9 and comes back on
+    the same address 3 s later: the client keeps polling its batch through the
+    outage and finishes (before: 'cannot reach', exit 1, the batch orphaned)."""
+    import json
+
+    fleet.ensure()
+    doc = tmp_path / "a.md"
+    doc.write_text("\n\n".join(f"Paragraph {i} is about cats and dogs." for i in range(12)) + "\n")
+    r = fleet.r()
+    open_before = r.smembers("llamaq:api:batches-open")
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "translate", str(doc), "--to", "fr", "--api", fleet.api.url,
+                             "--model", MODEL, "--no-memory", "--max-tokens", "8", "--json"], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not r.smembers("llamaq:api:batches-open") - open_before:
+            assert time.monotonic() < deadline and proc.poll() is None, "the batch was not submitted"
+            time.sleep(0.05)
+        port = int(fleet.api.url.rsplit(":", 1)[1])
+        fleet.api.kill()
+        time.sleep(3)
+        fleet.api = start_api(fleet.redis.url, fleet.logs, port=port)
+        out, err = proc.communicate(timeout=DONE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert out.strip(), err.decode()[-2000:]
+    report = json.loads(out)  # a report, not 'cannot reach'
+    assert proc.returncode == (1 if report["totals"]["failed"] else 0), err.decode()[-2000:]
+    assert (tmp_path / "a.fr.md").exists() and report["totals"]["unique_segments"] == 12

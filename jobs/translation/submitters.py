@@ -9,6 +9,7 @@ ApiSubmitter sends one OpenAI batch through a llamaq server (/v1/files,
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import time
@@ -101,7 +102,12 @@ class EngineSubmitter:
 
 
 class ApiError(RuntimeError):
-    pass
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient  # the API is away or its queue is: worth asking again
+
+
+TRANSIENT_STATUSES = (502, 503, 504)
 
 
 @dataclass
@@ -113,6 +119,9 @@ class ApiSubmitter:
     api_key: str | None = None
     poll_s: float = 2.0
     timeout_s: float = 24 * 3600
+    # polls ride out an API restart or a Redis outage behind it (no connection, 502/503/504)
+    # this long; an upload or a batch creation is not repeated (it would run twice)
+    outage_s: float = 300.0
     on_poll: Callable[[dict], None] | None = None
     has_chat_template: bool = True  # the server's chat endpoint renders the model's template
     calls: int = 0
@@ -123,31 +132,45 @@ class ApiSubmitter:
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         if not self.model:
-            data = self._json("GET", "/models").get("data") or []
+            data = self._get("/models").get("data") or []
             if not data:
                 raise ApiError(f"{self.base_url}/models lists no model")
             self.model = data[0]["id"]
         self.model_id = self.model
 
     # -- HTTP --
-    def _open(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None):
+    def _request(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None) -> bytes:
         req = urllib.request.Request(self.base_url + path, data=body, method=method)
         if ctype:
             req.add_header("Content-Type", ctype)
         if self.api_key:
             req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
-            return urllib.request.urlopen(req, timeout=60)
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.read()
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:500]
-            raise ApiError(f"{method} {self.base_url}{path}: HTTP {e.code}: {detail}") from None
-        except urllib.error.URLError as e:
-            raise ApiError(f"cannot reach {self.base_url}: {e.reason}") from None
+            raise ApiError(f"{method} {self.base_url}{path}: HTTP {e.code}: {detail}",
+                           transient=e.code in TRANSIENT_STATUSES) from None
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, cut off mid-answer, timed out
+            raise ApiError(f"cannot reach {self.base_url}: {getattr(e, 'reason', None) or e!r}", transient=True) from None
 
     def _json(self, method: str, path: str, payload: dict | None = None) -> dict:
         body = json.dumps(payload).encode() if payload is not None else None
-        with self._open(method, path, body, "application/json" if body else None) as r:
-            return json.loads(r.read())
+        return json.loads(self._request(method, path, body, "application/json" if body else None))
+
+    def _get(self, path: str, parse=json.loads):
+        """A GET repeated through a transient failure, for up to outage_s."""
+        deadline = time.monotonic() + self.outage_s
+        wait = 0.5
+        while True:
+            try:
+                return parse(self._request("GET", path))
+            except ApiError as e:
+                if not e.transient or time.monotonic() + wait > deadline:
+                    raise
+            time.sleep(wait)
+            wait = min(5.0, wait * 2)
 
     def _upload(self, content: bytes) -> str:
         boundary = uuid.uuid4().hex
@@ -156,8 +179,8 @@ class ApiSubmitter:
         buf.write(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="translate.jsonl"\r\n'
                   "Content-Type: application/jsonl\r\n\r\n".encode())
         buf.write(content + f"\r\n--{boundary}--\r\n".encode())
-        with self._open("POST", "/files", buf.getvalue(), f"multipart/form-data; boundary={boundary}") as r:
-            return json.loads(r.read())["id"]
+        return json.loads(self._request("POST", "/files", buf.getvalue(),
+                                        f"multipart/form-data; boundary={boundary}"))["id"]
 
     # -- the batch --
     def _line(self, i: int, job: Job) -> dict:
@@ -195,25 +218,26 @@ class ApiSubmitter:
                     raise ApiError(f"batch {batch['id']} not finished after {self.timeout_s}s")
                 time.sleep(wait)
                 wait = min(self.poll_s, wait * 1.5)
-                batch = self._json("GET", f"/batches/{batch['id']}")
+                batch = self._get(f"/batches/{batch['id']}")
                 if self.on_poll:
                     self.on_poll(batch)
-        except BaseException:
+        except BaseException as e:
             try:
                 self._json("POST", f"/batches/{batch['id']}/cancel")
             except ApiError:
                 pass
+            if isinstance(e, ApiError):
+                raise ApiError(f"batch {batch['id']}: {e}") from None
             raise
         seen: set[int] = set()
         for fid in (batch.get("output_file_id"), batch.get("error_file_id")):
             if not fid:
                 continue
-            with self._open("GET", f"/files/{fid}/content") as r:
-                for raw in r.read().decode().splitlines():
-                    if raw.strip():
-                        i, c = _parse_result(json.loads(raw))
-                        seen.add(i)
-                        yield i, c
+            for raw in self._get(f"/files/{fid}/content", bytes.decode).splitlines():
+                if raw.strip():
+                    i, c = _parse_result(json.loads(raw))
+                    seen.add(i)
+                    yield i, c
         for i in range(len(jobs)):
             if i not in seen:
                 yield i, Completion("", "error", error=f"batch {batch['id']} {batch.get('status')}: no result")
