@@ -37,7 +37,7 @@ DEFAULT_MAX_TOKENS = 512
 # functions only normalise what they accepted.
 
 _SAMPLING_KEYS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repeat_penalty",
-                  "presence_penalty", "frequency_penalty", "seed", "cache_prompt", "stream")
+                  "presence_penalty", "frequency_penalty", "seed", "cache_prompt", "stream", "n")
 
 
 def _sampling_fields(req: schemas.Sampling) -> dict:
@@ -146,6 +146,15 @@ def _params(body: dict, n_vocab: int, extra_stop: list[str] = (), **defaults) ->
     return p
 
 
+def _choice_params(body: dict, n_vocab: int, extra_stop: list[str] = ()) -> list[SamplingParams]:
+    """One SamplingParams per choice (`n`); a seed given is seed + j for choice j, so the choices differ."""
+    out = [_params(body, n_vocab, extra_stop) for _ in range(body.get("n", 1))]
+    for j, p in enumerate(out):
+        if p.seed is not None:
+            p.seed += j
+    return out
+
+
 class Pending:
     """A started job: result() waits for its OpenAI body; cancel() stops it."""
 
@@ -195,10 +204,11 @@ def _submit_all(engine, requests: list[Request], priority: int = 0, field: str =
     return handles
 
 
-def _usage(results: list) -> dict:
-    pt = sum(r.usage.prompt_tokens for r in results)
+def _usage(results: list, n: int = 1) -> dict:
+    """n: choices per prompt (results in groups of n); each prompt's tokens count once, as OpenAI counts them."""
+    pt = sum(r.usage.prompt_tokens for r in results[::n])
     ct = sum(r.usage.completion_tokens for r in results)
-    cached = sum(r.usage.cached_tokens for r in results)
+    cached = sum(r.usage.cached_tokens for r in results[::n])
     return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct,
             "prompt_tokens_details": {"cached_tokens": cached}}
 
@@ -216,25 +226,28 @@ def _model(engine, body: dict) -> str:
 def _start_chat(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
     chat = chat_for(engine)
     prompt = chat.render(body["messages"])
-    req = Request(prompt, _params(body, engine.model.n_vocab, chat.stop), cache_prompt=body.get("cache_prompt", True))
+    reqs = [Request(prompt, p, cache_prompt=body.get("cache_prompt", True))
+            for p in _choice_params(body, engine.model.n_vocab, chat.stop)]
     created, model = int(time.time()), _model(engine, body)
 
     def build(results: list) -> dict:
-        r = results[0]
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": created,
             "model": model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
-                         "logprobs": None, "finish_reason": _finish_reason(r)}],
-            "usage": _usage(results),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": r.text},
+                         "logprobs": None, "finish_reason": _finish_reason(r)} for i, r in enumerate(results)],
+            "usage": _usage(results, len(results)),
         }
 
-    return Pending(_submit_all(engine, [req], priority, "messages"), build, on_delta)
+    return Pending(_submit_all(engine, reqs, priority, "messages"), build, on_delta)
 
 
 def _start_completion(engine, body: dict, on_delta: OnDelta | None, priority: int = 0) -> Pending:
-    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-    reqs = [Request(p, _params(body, engine.model.n_vocab), cache_prompt=body.get("cache_prompt", True)) for p in prompts]
+    prompts, reqs = [], []
+    for p in body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]:
+        for params in _choice_params(body, engine.model.n_vocab):  # choice i*n+j: prompt i's j-th, as OpenAI's
+            prompts.append(p)
+            reqs.append(Request(p, params, cache_prompt=body.get("cache_prompt", True)))
     created, model, echo = int(time.time()), _model(engine, body), body.get("echo", False)
 
     def build(results: list) -> dict:
@@ -245,7 +258,8 @@ def _start_completion(engine, body: dict, on_delta: OnDelta | None, priority: in
                 text = (p if isinstance(p, str) else engine.detokenize(p)) + text
             choices.append({"text": text, "index": i, "logprobs": None, "finish_reason": _finish_reason(r)})
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": created,
-                "model": model, "system_fingerprint": None, "choices": choices, "usage": _usage(results)}
+                "model": model, "system_fingerprint": None, "choices": choices,
+                "usage": _usage(results, body.get("n", 1))}
 
     return Pending(_submit_all(engine, reqs, priority), build, on_delta)
 

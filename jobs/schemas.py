@@ -19,6 +19,7 @@ MAX_STOP_CHARS = 256
 MAX_PROMPT_CHARS = 1 << 20  # one prompt, message content or input text (characters, as JSON Schema counts)
 MAX_INPUTS = 2048  # OpenAI's limit on embedding inputs
 MAX_PROMPTS = 64  # prompts or translation inputs per request: each is a sequence of its own
+MAX_CHOICES = 16  # `n`, choices per prompt, each a sequence of its own (OpenAI allows 128)
 MAX_MESSAGES = 1024
 MAX_TOKEN_IDS = 1 << 17  # a prompt given as token ids
 MAX_TOKEN_ID = 262143  # the default model's (Gemma 3) vocabulary; other models check their own
@@ -133,7 +134,7 @@ class Sampling(Body):
     seed: Seed | None = None
     stop: Stop | None = Field(None, description=f"up to {MAX_STOP} strings of up to {MAX_STOP_CHARS} characters")
     logit_bias: LogitBias | None = None
-    n: Int(1, 1) | None = Field(None, description="only 1 is supported")
+    n: Int(1, MAX_CHOICES) | None = Field(None, description="choices per prompt, each a sequence of its own")
     top_logprobs: Int(0, 0) | None = Field(None, description="logprobs are not supported")
     stream: Bool | None = None
     stream_options: StreamOptions | None = None

@@ -278,3 +278,23 @@ def test_a_list_over_its_limit_is_named_in_a_short_message(base_url, model):
         assert f"at most {limit} items" in err["message"] and len(err["message"]) < 200
     err = _error(httpx.post(f"{base_url}/v1/embeddings", json={"model": model, "input": [[-1]] * 100}), 400)
     assert err["param"] == "input" and len(err["message"]) < 400  # token ids out of range: a few named
+
+
+def test_n_choices_for_chat_and_completions(oai, model):
+    one = oai.chat.completions.create(model=model, messages=MSG, max_tokens=4, seed=7)
+    three = oai.chat.completions.create(model=model, messages=MSG, max_tokens=4, seed=7, n=3)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert three.choices[0].message.content == one.choices[0].message.content  # choice j samples with seed + j
+    assert len({c.message.content for c in three.choices}) == 3
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counts once, as OpenAI counts it
+    chunks = list(oai.chat.completions.create(model=model, messages=MSG, max_tokens=4, seed=7, n=3, stream=True))
+    streamed = {}
+    for chunk in chunks:
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + (c.delta.content or "")
+    assert streamed == {c.index: c.message.content for c in three.choices}
+    r = oai.completions.create(model=model, prompt=["a", "b"], max_tokens=2, n=2)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=model, messages=MSG, n=17)
+    assert e.value.body["param"] == "n"

@@ -24,7 +24,7 @@ MSG = [{"role": "user", "content": "Hello there"}]
     ("chat", {"messages": MSG, "max_completion_tokens": 0}, "max_completion_tokens"),
     ("chat", {"messages": MSG, "temperature": True}, "temperature"),
     ("chat", {"messages": MSG, "top_p": 1.5}, "top_p"),
-    ("chat", {"messages": MSG, "n": 2}, "n"),
+    ("chat", {"messages": MSG, "n": 17}, "n"),
     ("chat", {"messages": MSG, "stop": [1]}, "stop.0"),
     ("chat", {"messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ("chat", {"messages": MSG, "stop": "x" * 257}, "stop"),
