@@ -114,3 +114,14 @@ def test_github_alert_marker_line_stays_the_marker_line():
     out = translated(text)
     assert structure(GFM, out) == structure(GFM, text)
     assert MD.skeleton(out) == MD.skeleton(text)
+
+
+def test_a_term_translation_joined_into_one_line_gets_its_start_escaped():
+    """A term is one line: a translation over lines is joined, and a joined
+    line starting with ": " would be a definition (hypothesis found ":\\n```\\nTerm")."""
+    src = "Term one\n: The first definition.\n\nTerm two\n: Another definition\n"
+    doc = MD.parse(src)
+    r = MD.render(doc, ["Terme un", "La première.", ":\n```\nTerme deux", "Une autre définition"])
+    assert r.rejected == {}
+    assert r.text.endswith("\n\n\\: \\`\\`\\` Terme deux\n: Une autre définition\n")
+    assert MD.skeleton(r.text) == MD.skeleton(src)

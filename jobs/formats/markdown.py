@@ -155,7 +155,8 @@ def _fit_lines(lines: list[str], fits: Callable[[list[str]], bool]) -> list[str]
         # safe (escaped if it starts a block anywhere) first, then as it is, escaped, joined
         tries = [out + [c] for c in dict.fromkeys((safe, ln, _escape_start(ln)))]
         if out and not out[-1].endswith("\\"):
-            tries.append(out[:-1] + [out[-1] + " " + safe])
+            joined = out[-1] + " " + safe  # ":" and "```" joined: ": \`\`\`" starts a definition
+            tries += [out[:-1] + [j] for j in dict.fromkeys((joined, _escape_start(joined)))]
         tries += [t[:-1] + [_NO_PIPE.sub("&#124;", t[-1])] for t in tries if "|" in t[-1]]  # "a | b\n---": a table
         out = next((t for t in tries if fits(t)), None)
         if out is None:
