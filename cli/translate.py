@@ -190,7 +190,11 @@ def command(paths, tgt, src, out_dir, suffix, glossary, model, api, api_key, inc
 
     stdin_mode = paths == ("-",)
     if stdin_mode:
-        jobs = [FileJob("-", sys.stdin.read(), fmt_override or format_named("txt"))]
+        try:  # bytes: the text layer would decode by the locale (or with surrogates) and mend line endings
+            text = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise click.ClickException(f"stdin is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        jobs = [FileJob("-", text, fmt_override or format_named("txt"))]
     else:
         pairs = discover(paths, out_dir=out_dir, suffix=None if out_dir else suffix, include=include,
                          exclude=exclude, fmt_name=fmt_name)
@@ -246,8 +250,9 @@ def command(paths, tgt, src, out_dir, suffix, glossary, model, api, api_key, inc
         if r.text is None:
             continue
         if stdin_mode:
-            sys.stdout.write(r.text)
             sys.stdout.flush()
+            sys.stdout.buffer.write(r.text.encode("utf-8"))
+            sys.stdout.buffer.flush()
         else:
             write_atomic(j.out, r.text)
 

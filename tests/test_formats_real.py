@@ -125,3 +125,14 @@ def test_a_term_translation_joined_into_one_line_gets_its_start_escaped():
     assert r.rejected == {}
     assert r.text.endswith("\n\n\\: \\`\\`\\` Terme deux\n: Une autre définition\n")
     assert MD.skeleton(r.text) == MD.skeleton(src)
+
+
+def test_stdin_that_is_not_utf8_is_a_clear_error(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.translate import command
+
+    r = CliRunner().invoke(command, ["-", "--to", "de", "--model", str(tmp_path / "never-loaded.gguf"),
+                                     "--no-memory"], input=b"Caf\xe9 au lait\n")
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert "stdin is not UTF-8 text" in r.output
