@@ -22,11 +22,13 @@ _U = "[^\\s<>\"'`)\\]«»“”‘’「」『』、。，（）⟦⟧]"  # URL 
 # URLs, and what GitHub autolinks without a scheme: www. addresses and e-mail addresses
 _URL = (rf"(?:(?:https?|ftp)://|(?<![\w.@/-])www\.){_U}*[^\s<>\"'`)\].,;:!?«»“”‘’「」『』、。，（）⟦⟧]|\bmailto:{_U}+"
         r"|(?<![\w.+-])[A-Za-z0-9._+-]+@[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+")
+_LIQUID = r"\{%-?[^{}]*?-?%\}"  # Jekyll/Liquid and Jinja tags: {% include note.html %}
 _ASS = r"\{\\[^{}\n]*\}"  # subtitle override codes: {\an8}, {\i1}
 _PATTERNS = {
     "url": _URL,
     "ass": _ASS,
     "double_brace": r"\{\{-?\s*[^{}]+?\s*-?\}\}",
+    "liquid": _LIQUID,
     "brace": r"\{[\w.\-\[\]]*(?:![rsa])?(?::[^{}\s]*)?\}",
     "printf": r"%(?:\([\w.\-]+\))?(?:\d+\$)?[-+#0]*(?:\d+|\*)?(?:\.\d+)?(?:l|ll|h|z)?[sdifFeEgGxXoucrp@]|%%",
     "dollar": r"\$\d+|\$\{[\w.]+\}",
@@ -37,9 +39,12 @@ MATH = r"(?<![\w$\\])\$[^$\s](?:[^$\n]*[^$\s\\])?\$(?![\w$])"  # inline math: $x
 # A block's type at a line start: MkDocs admonitions ("!!! note", "??? tip inline end" before a
 # quoted title) and Docusaurus or markdown-it-container blocks (":::tip", "::: warning").
 _ADMONITION = r"(?m:^(?:(?:!!!|\?\?\?\+?)[ \t]+(?:[\w-]+(?:[ \t]+[\w-]+)*(?=[ \t]*(?:\"|$))|[\w-]+)|:{3,}[ \t]*[\w.-]+))"
+# Site generators' syntax: attribute lists ("{#install .wide}", "{: .lead}"), wiki links
+# ("[[Some Page]]") and table-of-contents markers ("[TOC]" on its own line).
+_SITE = r"\{:?[ \t]*[#.][^{}\n]*\}|\[\[[^\[\]\n]+\]\]|(?im:^\[toc\][ \t]*$)"
 # Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]"),
-# GitHub alert markers ("> [!NOTE]") and admonition types.
-_MD_OPAQUE = MATH + "|" + _ADMONITION + r"|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+# GitHub alert markers ("> [!NOTE]"), admonition types and site generators' syntax.
+_MD_OPAQUE = MATH + "|" + _ADMONITION + "|" + _SITE + r"|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
 # Opaque in HTML runs: inline code-like elements with their content.
 _HTML_OPAQUE = r"<(?P<el>code|kbd|samp)\b[^>]*>.*?</(?P=el)\s*>"
 
@@ -52,8 +57,8 @@ _FIND = {
 _ATTR_TAG = r"<[A-Za-z][\w:.-]*\s[^<>]*>"  # a tag with attributes: nothing in it to read
 _OPAQUE = {
     "text": re.compile(f"(?:{_URL})|(?:{_ASS})"),
-    "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S),
-    "html": re.compile(f"(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})", re.S | re.I),
+    "md": re.compile(f"(?:{_MD_OPAQUE})|(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})|(?:{_LIQUID})", re.S),
+    "html": re.compile(f"(?:{_HTML_OPAQUE})|(?:{_ATTR_TAG})|(?:{_URL})|(?:{_LIQUID})", re.S | re.I),
 }
 
 

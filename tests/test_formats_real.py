@@ -136,3 +136,16 @@ def test_stdin_that_is_not_utf8_is_a_clear_error(tmp_path):
                                      "--no-memory"], input=b"Caf\xe9 au lait\n")
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
     assert "stdin is not UTF-8 text" in r.output
+
+
+def test_site_generator_syntax_is_kept():
+    """Jekyll/Liquid tags, attribute lists (Pandoc, kramdown, MkDocs attr_list),
+    table-of-contents markers and wiki links are not prose."""
+    text = ('{% include note.html content="Install it first" %}\n\n'
+            "## Install the thing {#install .wide}\n\n"
+            "[TOC]\n\n"
+            "See the [[Installation Guide]] and {% link docs/setup.md %} for details.\n{: .lead}\n")
+    out = translated(text)
+    for kept in ('{% include note.html content="Install it first" %}\n', "{#install .wide}\n", "\n[TOC]\n",
+                 "[[Installation Guide]]", "{% link docs/setup.md %}", "{: .lead}"):
+        assert kept in out, kept
