@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "cancelled"]  # a failed request raises instead
 
 _ids = itertools.count(1)
 
@@ -74,7 +74,6 @@ class Result:
     usage: Usage
     timings: Timings
     tokens: list[int] = field(default_factory=list)
-    error: str | None = None
     # For constrained output cut short by max_tokens: the text is not complete.
     incomplete: bool = False
 

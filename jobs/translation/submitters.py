@@ -93,7 +93,7 @@ class EngineSubmitter:
                     h = pending.pop(i)
                     try:
                         r = h.result()
-                        yield i, Completion(r.text, r.finish_reason, r.usage.completion_tokens, r.error)
+                        yield i, Completion(r.text, r.finish_reason, r.usage.completion_tokens)
                     except EngineError as e:
                         yield i, Completion("", "error", error=str(e))
         finally:
