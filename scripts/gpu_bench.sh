@@ -12,7 +12,8 @@
 #   4. llamaq bench engine --n-gpu-layers -1 at the same B, both samplers, greedy;
 #   5. llama-server -np 64, 64 concurrent greedy /completion requests;
 #   6. bench engine again at temperature 0.8.
-# Each step has its own time limit and writes under $OUT as it goes.
+# Each step has its own time limit and writes under $OUT as it goes; an engine bench
+# that stalls dumps its Python threads' stacks into its log before the limit.
 # Seen 2026-11-30 on an H200: the build took 4 min; the binding loaded the model
 # with every layer on the GPU (no segfault with this build); batched-bench gave
 # 752 / 7,767 / 15,633 tok/s at B=1/16/64; the engine bench had not finished
@@ -43,12 +44,14 @@ log "model $M ($(du -h "$M" | cut -f1))"
 log llama-batched-bench
 timeout 120 "$B/build/bin/llama-batched-bench" -m "$M" -ngl 99 -c 32768 -b 2048 -ub 512 -npp 64 -ntg 32 -npl $LEVELS \
     2>/dev/null | tee "$OUT/batched-bench.txt"
-BENCH="import sys; from cli.bench.engine import command; command(sys.argv[1:])"
+# A stalled run dumps every Python thread's stack (to the log) 15 s before its time limit.
+BENCH="import faulthandler, os, sys; faulthandler.dump_traceback_later(int(os.environ.get('STACKS_AT', 1e6)), repeat=True)
+from cli.bench.engine import command; command(sys.argv[1:])"
 log "bench engine, one quick row first (4 CPU threads: if the full run stalls, this says whether threads are why)"
-timeout 60 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --threads 4 --concurrency 64 --requests 64 --gen-tokens 32 \
-    --sampler fast --no-baselines --out "$OUT/engine-quick.json" 2>&1 | tail -4 | tee "$OUT/engine-quick.txt"
+STACKS_AT=45 timeout 60 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --threads 4 --concurrency 64 --requests 64 --gen-tokens 32 \
+    --sampler fast --no-baselines --out "$OUT/engine-quick.json" 2>&1 | tee "$OUT/engine-quick.txt" | tail -4
 log "bench engine, greedy"
-timeout 240 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency $LEVELS --requests 64 --gen-tokens 32 \
+STACKS_AT=225 timeout 240 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency $LEVELS --requests 64 --gen-tokens 32 \
     --sampler both --out "$OUT/engine.json" 2>&1 | grep -v "^llama\|^load" | tee "$OUT/engine.txt"
 log "llama-server -np 64"
 "$B/build/bin/llama-server" -m "$M" -ngl 99 -np 64 -c 16384 --port 8089 > "$OUT/server.log" 2>&1 &
@@ -82,6 +85,6 @@ print(json.dumps({"mode": "llama-server -np 64", "concurrency": 64, "tokens": su
 PYEOF
 kill $SERVER 2>/dev/null
 log "bench engine, temperature 0.8"
-timeout 120 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency 16,64,128 --requests 64 --gen-tokens 32 \
-    --sampler both --temperature 0.8 --no-baselines --out "$OUT/engine-t08.json" 2>&1 | tail -9 | tee "$OUT/engine-t08.txt"
+STACKS_AT=105 timeout 120 python3 -c "$BENCH" -m "$M" --n-gpu-layers -1 --concurrency 16,64,128 --requests 64 --gen-tokens 32 \
+    --sampler both --temperature 0.8 --no-baselines --out "$OUT/engine-t08.json" 2>&1 | tee "$OUT/engine-t08.txt" | tail -9
 log done
