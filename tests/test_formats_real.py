@@ -149,3 +149,14 @@ def test_site_generator_syntax_is_kept():
     for kept in ('{% include note.html content="Install it first" %}\n', "{#install .wide}\n", "\n[TOC]\n",
                  "[[Installation Guide]]", "{% link docs/setup.md %}", "{: .lead}"):
         assert kept in out, kept
+
+
+def test_po_with_one_plural_form_gets_the_plural_translation():
+    """Japanese, Chinese, Korean... have one form, used for every n: it is the
+    msgid_plural's translation (the singular lost %d; msgfmt -c rejects it)."""
+    po = format_named("po")
+    head = 'msgid ""\nmsgstr ""\n"Plural-Forms: nplurals=1; plural=0;\\n"\n\n#, c-format\n'
+    src = head + 'msgid "One file was deleted"\nmsgid_plural "%d files were deleted"\nmsgstr[0] ""\n'
+    r = po.render(po.parse(src), ["1 Datei wurde gelöscht", "%d Dateien wurden gelöscht"])
+    assert r.text == head + 'msgid "One file was deleted"\nmsgid_plural "%d files were deleted"\n' \
+                            'msgstr[0] "%d Dateien wurden gelöscht"\n'

@@ -1,7 +1,8 @@
 """gettext .po/.pot: untranslated entries get msgstr filled. msgid, msgctxt,
 comments, flags, obsolete entries, the header entry and entries that already
 have a translation are kept verbatim. Plural entries: two segments (msgid and
-msgid_plural); msgstr[0] gets the singular, msgstr[1..] the plural."""
+msgid_plural); msgstr[0] gets the singular, msgstr[1..] the plural (a language
+with one form, nplurals=1, gets the plural: that form is used for every n)."""
 
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ class PoFormat(Format):
                 doc.add_multi(
                     [e.fields["msgid"], e.fields["msgid_plural"]], raw, note=note,
                     encode=lambda one, many, n=n, cut=cut: cut("".join(
-                        msgstr_lines(f"msgstr[{k}]", one if k == 0 else many, eol) for k in range(n))),
+                        msgstr_lines(f"msgstr[{k}]", one if k == 0 and n > 1 else many, eol) for k in range(n))),
                 )
             else:
                 doc.add(e.fields["msgid"], raw=raw, note=note,
