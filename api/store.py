@@ -15,6 +15,7 @@ from typing import Protocol
 import orjson
 
 from jobs.batches import FINAL_BATCH_STATES
+from jobs.record import Recent
 
 RECENT_JOBS = 1000  # job ids remembered per owner for `llamaq jobs`
 READ_CHUNK = 1 << 20  # file contents are read and written in pieces this big
@@ -273,8 +274,19 @@ class _RedisWriter:
         pipe.execute()
 
 
+def lost_batch(batch: dict) -> dict:
+    """A batch whose record Redis lost, as callers see it: failed, saying so."""
+    return dict(batch, status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [{
+        "code": "batch_lost", "param": None, "line": None,
+        "message": "the queue's Redis lost this batch (restarted without its data); submit it again"}]})
+
+
 class RedisStore:
-    """Shared by every API process behind one Redis. Keys under prefix."""
+    """Shared by every API process behind one Redis. Keys under prefix.
+
+    It also remembers, in memory, the latest batches and job owners it wrote:
+    when Redis restarts without its data, a batch this process took is answered
+    as failed (batch_lost), not 404 as if its id had never been given out."""
 
     def __init__(self, url: str, prefix: str = "llamaq:api:", job_ttl_s: int = 7 * 86400):
         from jobs.settings import Settings
@@ -284,6 +296,7 @@ class RedisStore:
         self.job_ttl_s = job_ttl_s
         self._put_batch = self.r.register_script(_PUT_BATCH)
         self._lease = self.r.register_script(_LEASE)
+        self._batches_written, self._owners_written = Recent(2_000), Recent()
 
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)
@@ -347,12 +360,21 @@ class RedisStore:
         keys = [self._k("batch", batch["id"]), self._k("batches", batch.get("owner", "")),
                 self._k("batches-open"), self._k("lease", holder[0]) if holder else self._k("lease", "-")]
         ttl = FINAL_BATCH_TTL_S if batch["status"] in FINAL_BATCH_STATES else 0
-        return bool(self._put_batch(keys=keys, args=[orjson.dumps(batch), batch["created_at"], batch["id"],
-                                                      holder[1] if holder else "", ttl]))
+        ok = bool(self._put_batch(keys=keys, args=[orjson.dumps(batch), batch["created_at"], batch["id"],
+                                                    holder[1] if holder else "", ttl]))
+        if ok:
+            self._batches_written.put(batch["id"], dict(batch))
+        return ok
 
     def get_batch(self, batch_id: str) -> dict | None:
         raw = self.r.get(self._k("batch", batch_id))
-        return orjson.loads(raw) if raw else None
+        if raw:
+            return orjson.loads(raw)
+        b = self._batches_written.get(batch_id)
+        if b is None or (b["status"] in FINAL_BATCH_STATES
+                         and time.time() > (b.get(f"{b['status']}_at") or 0) + FINAL_BATCH_TTL_S):
+            return None  # never written here, or expired as it should
+        return lost_batch(b)
 
     def list_batches(self, owner: str) -> list[dict]:
         return self._list("batches", "batch", owner)
@@ -373,10 +395,11 @@ class RedisStore:
         pipe.lpush(self._k("jobs", owner), job_id)
         pipe.ltrim(self._k("jobs", owner), 0, RECENT_JOBS - 1)
         pipe.execute()
+        self._owners_written.put(job_id, owner)
 
     def job_owner(self, job_id: str) -> str | None:
         raw = self.r.get(self._k("job", job_id, "owner"))
-        return raw.decode() if raw is not None else None
+        return raw.decode() if raw is not None else self._owners_written.get(job_id)
 
     def recent_jobs(self, owner: str, n: int) -> list[str]:
         return [j.decode() for j in self.r.lrange(self._k("jobs", owner), 0, n - 1)]

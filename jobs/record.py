@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -51,3 +53,22 @@ class JobRecord:
     def from_dict(cls, d: dict[str, Any]) -> "JobRecord":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class Recent:
+    """The latest `keep` values put, by key (thread-safe): what a process
+    remembers having written, to tell a record Redis lost from one that never was."""
+
+    def __init__(self, keep: int = 10_000):
+        self.keep, self._d, self._lock = keep, OrderedDict(), threading.Lock()
+
+    def put(self, key: str, value) -> None:
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            if len(self._d) > self.keep:
+                self._d.popitem(last=False)
+
+    def get(self, key: str):
+        with self._lock:
+            return self._d.get(key)

@@ -19,7 +19,7 @@ import redis
 from . import kinds
 from .celery_app import make_app
 from .errors import JobLost, JobNotFound, error_dict
-from .record import PRIORITIES, TERMINAL, JobRecord, new_job_id
+from .record import PRIORITIES, TERMINAL, JobRecord, Recent, new_job_id
 from .settings import Settings, model_name_for
 from .store import JobStore, NewJob
 from .tasks import send_jobs
@@ -99,6 +99,7 @@ class RedisBackend:
         self._done = _DoneListener(self.client, self.store.done_channel)
         self._workers: list[dict] = []
         self._workers_at = 0.0
+        self._submitted = Recent()  # the jobs submitted here: one Redis lost is failed job_lost, not unknown
 
     # ------------------------------------------------------------ workers and models
     def workers(self) -> list[dict]:
@@ -131,9 +132,10 @@ class RedisBackend:
         job = NewJob(new_job_id(), kind, self._resolve_model(body), body, priority, None, stream)
         now = time.time()
         self.store.create_many([job], now=now)
+        rec = JobRecord(id=job.id, kind=kind, model=job.model, created_at=now, priority=priority)
+        self._submitted.put(job.id, rec)
         send_jobs(self.celery, [job.id], job.model, priority)
-        return JobRecord(id=job.id, kind=kind, model=job.model, created_at=now, priority=priority,
-                         detail=self._detail(job.model))
+        return replace(rec, detail=self._detail(job.model))
 
     def submit_many(self, items: list[tuple[str, dict]], *, priority: str = "batch",
                     batch_id: str | None = None, jobs_per_message: int | None = None,
@@ -189,7 +191,17 @@ class RedisBackend:
         return rec
 
     def get(self, job_id: str) -> JobRecord | None:
-        return self._with_detail(self.store.get(job_id))
+        return self._with_detail(self.store.get(job_id) or self._lost(job_id))
+
+    def _lost(self, job_id: str) -> JobRecord | None:
+        """A job submitted here whose record Redis no longer has, though it would not
+        have expired yet: Redis restarted without its data. Failed, saying so."""
+        rec = self._submitted.get(job_id)
+        if rec is None or time.time() > rec.created_at + self.settings.result_ttl:
+            return None
+        err = JobLost(f"job {job_id} was lost: the queue's Redis no longer has it (restarted without its "
+                      "data); submit it again")
+        return replace(rec, status="failed", finished_at=time.time(), error=err.to_dict())
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         return [self._with_detail(r) for r in self.store.get_many(job_ids)]

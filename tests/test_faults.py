@@ -550,3 +550,37 @@ def test_translate_api_rides_out_an_api_restart(fleet, tmp_path):
     report = json.loads(out)  # a report, not 'cannot reach'
     assert proc.returncode == (1 if report["totals"]["failed"] else 0), err.decode()[-2000:]
     assert (tmp_path / "a.fr.md").exists() and report["totals"]["unique_segments"] == 12
+
+
+def test_redis_restarted_empty_the_api_says_its_batches_and_jobs_were_lost(fleet):
+    """Redis kill -9 and restarted without its data (its AOF deleted: as with no
+    persistence or an RDB snapshot from before) while a batch runs and jobs are
+    queued, running and finished: the API process that took them answers each
+    as failed with a `*_lost` error (submit it again), not a 404 about an id it
+    issued itself; and the fleet runs new work."""
+    import shutil
+
+    fleet.ensure()
+    api = fleet.api.url
+    finished = submit_jobs(api, 1)
+    assert_jobs_succeeded(api, finished)
+    bid = submit_batch(api, max_tokens=32, tag="gone")
+    jobs = submit_jobs(api)
+    wait_done(fleet, bid, 4)
+    fleet.redis.stop(kill=True)
+    shutil.rmtree(fleet.redis.dir / "appendonlydir")
+    fleet.redis.start()
+    assert not fleet.r().exists(f"llamaq:batch:{bid}")
+    b = httpx.get(f"{api}/v1/batches/{bid}", timeout=10)
+    assert b.status_code == 200, b.text
+    assert b.json()["status"] == "failed" and b.json()["errors"]["data"][0]["code"] == "batch_lost", b.text
+    for jid in finished + jobs:
+        r = httpx.get(f"{api}/v1/jobs/{jid}", timeout=10)
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["error"]["code"]) == ("failed", "job_lost"), r.text
+    deadline = time.monotonic() + 30  # the workers register again
+    while (h := _get(f"{api}/health")) is None or h.get("workers", 0) < len(fleet.workers):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    b, _ = wait_batch_end([api], submit_batch(api, n=8, tag="after"))
+    assert_exactly_once(fleet, api, b, n=8, tag="after")
