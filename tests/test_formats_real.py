@@ -160,3 +160,16 @@ def test_po_with_one_plural_form_gets_the_plural_translation():
     r = po.render(po.parse(src), ["1 Datei wurde gelöscht", "%d Dateien wurden gelöscht"])
     assert r.text == head + 'msgid "One file was deleted"\nmsgid_plural "%d files were deleted"\n' \
                             'msgstr[0] "%d Dateien wurden gelöscht"\n'
+
+
+def test_json_with_a_byte_order_mark_is_translated_and_keeps_it():
+    """Windows editors (Visual Studio, Notepad) save i18n JSON with a BOM."""
+    import json
+
+    fmt = format_named("json")
+    src = '\ufeff{\r\n  "greeting": "Hello world",\r\n  "count": 3\r\n}\r\n'
+    doc = fmt.parse(src)
+    assert [s.text for s in doc.segments] == ["Hello world"]
+    r = fmt.render(doc, ["Hallo Welt"])
+    assert r.text == '\ufeff{\r\n  "greeting": "Hallo Welt",\r\n  "count": 3\r\n}\r\n'
+    assert json.loads(r.text.encode("utf-8").decode("utf-8-sig")) == {"greeting": "Hallo Welt", "count": 3}

@@ -22,12 +22,14 @@ class JsonFormat(Format):
 
     def parse(self, text: str) -> Document:
         try:
-            json.loads(text)
+            json.loads(_no_bom(text))
         except json.JSONDecodeError as e:
             raise ValueError(f"not valid JSON: {e}") from None
         doc = Document()
         stack: list[list] = []  # [kind, key or index, expecting_key]
         pos = last = 0
+        if text.startswith("\ufeff"):  # a byte order mark: kept, not parsed
+            pos = 1
         n = len(text)
         while pos < n:
             c = text[pos]
@@ -69,4 +71,9 @@ class JsonFormat(Format):
             if isinstance(x, tuple):
                 return ("{}", tuple((k, walk(v)) for k, v in x))
             return x
-        return walk(json.loads(text, object_pairs_hook=tuple))
+        return walk(json.loads(_no_bom(text), object_pairs_hook=tuple))
+
+
+def _no_bom(text: str) -> str:
+    """Windows editors save JSON with a byte order mark; json.loads refuses it."""
+    return text[1:] if text.startswith("\ufeff") else text
