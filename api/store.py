@@ -267,6 +267,7 @@ class _RedisWriter:
 
     def commit(self, meta: dict) -> None:
         pipe = self.store.r.pipeline()
+        pipe.append(self.tmp, b"")  # an empty file has had no write to create its key
         pipe.persist(self.tmp)
         pipe.rename(self.tmp, self.store._k("file", meta["id"], "content"))
         pipe.set(self.store._k("file", meta["id"]), orjson.dumps(meta))

@@ -189,7 +189,19 @@ def _compile(c: Constraint, tok: Tokenizer) -> CompiledConstraint:
     if m.is_error():
         name = "GBNF" if c.kind == "gbnf" else "Lark"
         raise InvalidRequest(f"invalid {name} grammar: {tidy(m.get_error())}", param="grammar")
+    _check_startable(m, schema is not None)
     return CompiledConstraint(c, tok, notes, m)
+
+
+def _check_startable(m: LLMatcher, is_schema: bool) -> None:
+    """A grammar no text can start (a $ref cycle, `root ::= root "a"`) compiles, then
+    fails at its first token as if the engine had: refused here, as the request's fault."""
+    probe = m.deep_copy()
+    probe.compute_bitmask()
+    if probe.is_error():
+        what, param = ("JSON schema", "response_format") if is_schema else ("grammar", "grammar")
+        raise InvalidRequest(f"the {what} admits no output ({probe.get_error().splitlines()[0]}): "
+                             "check it for rules that only refer to themselves", param=param)
 
 
 def _lark_text(c: Constraint) -> str:

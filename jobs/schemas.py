@@ -57,8 +57,22 @@ LogitBias = Annotated[
                     "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
                     "description": "token id -> bias; ids outside the model's vocabulary are ignored"}),
 ]
+MAX_SCHEMA_DEPTH = 64  # objects and arrays in a schema, nested (the job record's JSON writer stops at 254)
+
+
+def _shallow(schema: dict) -> dict:
+    stack = [(schema, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"the schema nests more than {MAX_SCHEMA_DEPTH} objects and arrays deep")
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return schema
+
+
 # A JSON Schema for structured output, as an object (the engine reports what it cannot compile).
-SchemaObject = dict[str, Any]
+SchemaObject = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 class Body(BaseModel):

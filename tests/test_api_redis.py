@@ -4,6 +4,7 @@ official openai client and raw httpx requests, the refused ones included."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -251,10 +252,13 @@ def test_a_body_declared_as_another_media_type_is_a_415(base_url, model):
     assert charset.status_code == 200
 
 
-def test_an_empty_upload_is_a_400(oai):
-    with pytest.raises(openai.BadRequestError) as e:
-        oai.files.create(file=("empty.jsonl", b""), purpose="batch")
-    assert e.value.body["param"] == "file"
+def test_an_empty_upload_is_kept_and_its_batch_fails_as_empty(oai):
+    """Its content key was never written: renaming it into place was a 500."""
+    f = oai.files.create(file=("empty.jsonl", b""), purpose="batch")
+    assert f.bytes == 0 and oai.files.content(f.id).content == b""
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b, _ = wait_batch(oai, b.id, timeout=60)
+    assert b.status == "failed" and b.errors.data[0].code == "empty_file"
 
 
 def test_a_prompt_over_the_context_names_the_field_it_came_from(oai, model):
@@ -298,3 +302,36 @@ def test_n_choices_for_chat_and_completions(oai, model):
     with pytest.raises(openai.BadRequestError) as e:
         oai.chat.completions.create(model=model, messages=MSG, n=17)
     assert e.value.body["param"] == "n"
+
+
+def _nested_schema(levels: int) -> dict:
+    schema = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+CYCLE = {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}
+
+
+def test_constraints_that_cannot_run_are_400s_alone_and_in_batches(oai, model):
+    """A schema nested 300 deep was a 500 (the job record's JSON writer stops at 254
+    levels) and, in a batch, stopped every line of its chunk from being queued; a
+    $ref cycle or a grammar no text can start failed at the first token as a server
+    error, retried, then a 500 after ~40 s."""
+    def rf(schema):
+        return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+    for extra, param in [({"response_format": rf(_nested_schema(300))}, "response_format.json_schema.schema"),
+                         ({"response_format": rf(CYCLE)}, "response_format"),
+                         ({"extra_body": {"grammar": 'root ::= root "a"'}}, "grammar")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.chat.completions.create(model=model, messages=MSG, max_tokens=2, **extra)
+        assert e.value.body["param"] == param
+    lines = [json.dumps(chat_line("deep", model, "x", response_format=rf(_nested_schema(300)))).encode(),
+             chat_line("cycle", model, "x", response_format=rf(CYCLE)), chat_line("fine", model, "x")]
+    f = oai.files.create(file=("constraints.jsonl", jsonl(lines)), purpose="batch")
+    b = oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    b, _ = wait_batch(oai, b.id, timeout=60)
+    assert b.status == "completed" and (b.request_counts.completed, b.request_counts.failed) == (1, 2)
+    assert sorted(e["custom_id"] for e in read_lines(oai, b.error_file_id)) == ["cycle", "deep"]

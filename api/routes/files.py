@@ -45,8 +45,6 @@ async def upload(request: Request, owner: str = Depends(current_owner)):
         purpose = up.fields.get("purpose")
         if up.file is None:
             raise bad_request("the form has no `file` part", "file")
-        if up.size == 0:
-            raise bad_request("the file is empty", "file")
         if purpose not in PURPOSES:
             raise bad_request(f"purpose must be one of {', '.join(PURPOSES)}, not {purpose!r}", "purpose")
         if purpose == "batch" and up.lines > limits.max_lines:
