@@ -2,8 +2,8 @@
 thread or a message.
 
 Every worker runs sweep() on a timer; a Redis lock lets one of them at a time
-do it. A sweep reads the unfinished jobs not sent or changed for a while
-({prefix}:open) and
+do it. A sweep reads the running jobs and the queued ones not sent or changed
+for a while ({prefix}:open; a running job's score is 0) and
   - a job running on a worker that is dead, or alive but no longer holding it
     (its finish lost in a Redis rollback): back to queued, or failed after
     max_attempts (JobStore.recover, atomic against a concurrent finish);
@@ -128,8 +128,7 @@ class Reconciler:
             if status == "running":
                 held_at, held = holdings.get(owner, (None, ()))
                 if held_at is not None and (jid in held or float(started or 0) >= held_at):
-                    fine.append(jid)
-                    continue
+                    continue  # looked at again next sweep (its score stays 0)
                 outcome = self.store.recover(jid, owner or "", started or "")
                 if outcome == "failed":
                     counts["failed"] += 1

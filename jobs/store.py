@@ -18,7 +18,7 @@ Keys (prefix "llamaq"):
     llamaq:held:{name}       set: the jobs that worker runs, claims or holds in a message it took
                              (rewritten each heartbeat)
     llamaq:open              sorted set: every unfinished job, scored by when it was last sent
-                             or changed (the reconciler's index, jobs/reconcile.py)
+                             or changed, a running one 0 (the reconciler's index, jobs/reconcile.py)
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ local function move(id, from, to, now, ttl)
   end
   if to == 'running' then
     redis.call('HINCRBY', P .. ':stats', 'started', 1)
+    redis.call('ZADD', P .. ':open', 0, id)  -- looked at by every sweep: its worker may die any time
     return
   end
   if to == 'queued' then

@@ -584,3 +584,25 @@ def test_redis_restarted_empty_the_api_says_its_batches_and_jobs_were_lost(fleet
         time.sleep(0.1)
     b, _ = wait_batch_end([api], submit_batch(api, n=8, tag="after"))
     assert_exactly_once(fleet, api, b, n=8, tag="after")
+
+
+def test_a_running_job_is_taken_back_one_sweep_after_its_worker_dies(redis_url):
+    """The documented bound: a dead worker's job is taken back at the first sweep
+    after its heartbeat lapses, however recently a sweep last found it fine
+    (before: not until the resend grace had passed again, 40 s by default, not 25)."""
+    from jobs.reconcile import Reconciler
+    from jobs.settings import Settings
+    from jobs.store import JobStore, NewJob
+
+    s = Settings(redis_url=redis_url, heartbeat_ttl=1, resend_grace=30, sweep_interval=0.5)
+    store = JobStore.from_url(redis_url, s)
+    store.create_many([NewJob("j1", "completion", MODEL, {"prompt": "x"})], now=time.time() - 60)  # a minute ago
+    assert store.claim("j1", "w1").state == "claimed"
+    store.heartbeat("w1", {}, ["j1"])
+    sent = []
+    reconciler = Reconciler(store, lambda ids, model, priority: sent.extend(ids), "sweeper")
+    reconciler.sweep()
+    assert (store.get("j1").status, sent) == ("running", [])  # w1 is alive and holds it
+    time.sleep(1.1)  # w1 dies: its heartbeat lapses
+    reconciler.sweep()
+    assert (store.get("j1").status, sent) == ("queued", ["j1"])
