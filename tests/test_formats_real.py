@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from markdown_it import MarkdownIt
 from mdit_py_plugins.admon import admon_plugin
+from mdit_py_plugins.amsmath import amsmath_plugin
 from mdit_py_plugins.colon_fence import colon_fence_plugin
 from mdit_py_plugins.gfm import gfm_plugin
 from mdit_py_plugins.myst_blocks import myst_block_plugin
@@ -24,6 +25,7 @@ MD = format_named("md")
 GFM = MarkdownIt("commonmark").use(gfm_plugin)
 MYST = MarkdownIt("commonmark").use(myst_block_plugin).use(colon_fence_plugin)
 MKDOCS = MarkdownIt("commonmark").use(admon_plugin)
+AMSMATH = MarkdownIt("commonmark").use(amsmath_plugin)
 
 
 class Words(Upper):
@@ -57,7 +59,7 @@ def structure(md: MarkdownIt, text: str) -> list[tuple]:
         if t.type in ("text", "softbreak", "inline"):
             continue
         attrs = sorted((k, str(v)) for k, v in t.attrs.items() if k not in ("alt", "title"))
-        content = t.content if t.type in ("myst_target", "code_inline", "fence", "code_block") else None
+        content = t.content if t.type in ("myst_target", "code_inline", "fence", "code_block", "amsmath") else None
         out.append((t.type, t.nesting, attrs, t.info if t.type in ("fence", "colon_fence") else "", content))
     return out
 
@@ -173,3 +175,12 @@ def test_json_with_a_byte_order_mark_is_translated_and_keeps_it():
     r = fmt.render(doc, ["Hallo Welt"])
     assert r.text == '\ufeff{\r\n  "greeting": "Hallo Welt",\r\n  "count": 3\r\n}\r\n'
     assert json.loads(r.text.encode("utf-8").decode("utf-8-sig")) == {"greeting": "Hallo Welt", "count": 3}
+
+
+def test_latex_environments_are_math_not_prose():
+    """\\begin{equation}...\\end{equation} (Jupyter, MathJax, MyST's amsmath) is verbatim."""
+    text = ("The energy equation:\n\n\\begin{equation}\nE = mc^2 \\label{eq:energy}\n\\end{equation}\n\n"
+            "Then \\begin{align*} a &= b \\\\ c &= d \\end{align*} inline.\n")
+    out = translated(text)
+    assert structure(AMSMATH, out) == structure(AMSMATH, text)
+    assert "\\begin{align*} a &= b \\\\ c &= d \\end{align*}" in out
