@@ -184,3 +184,16 @@ def test_latex_environments_are_math_not_prose():
     out = translated(text)
     assert structure(AMSMATH, out) == structure(AMSMATH, text)
     assert "\\begin{align*} a &= b \\\\ c &= d \\end{align*}" in out
+
+
+def test_github_alert_marker_line_is_not_part_of_the_segment():
+    """The model sees the alert's text only: Gemma 3 270M dropped the masked
+    marker of 3 alerts in 4 in llama-cpp-python's docker README."""
+    text = "> [!IMPORTANT]  \n> This was tested with Docker.\n> Update this file.\n\n> [!NOTE]\n> Make sure.\n"
+    doc = MD.parse(text)
+    assert [s.text for s in doc.segments] == ["This was tested with Docker.\nUpdate this file.", "Make sure."]
+    r = MD.render(doc, ["Mit Docker getestet.\nAktualisieren\n- Sie diese Datei.", "Achtung."])
+    assert r.rejected == {}
+    assert r.text == ("> [!IMPORTANT]  \n> Mit Docker getestet.\n> Aktualisieren\n> \\- Sie diese Datei.\n\n"
+                      "> [!NOTE]\n> Achtung.\n")
+    assert structure(GFM, r.text) == structure(GFM, text)

@@ -42,6 +42,7 @@ _YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:
 _SHORT_REF = re.compile(r"(?<![\]\\])\[((?:[^\[\]\\]|\\.)+)\](?:\[\])?(?![\[(])")  # [text][] or [text]
 _MYST_TARGET = re.compile(r"\([^\n]+\)=")  # "(install-guide)=", "(SSL Certificate Verification)=": a MyST label
 _AUTODOC = re.compile(r":::[ \t]+[\w.-]+[ \t]*(?:\r?\n[ \t]+\S[^\r\n]*)*")  # "::: pkg.Class" + indented YAML: mkdocstrings
+_ALERT = re.compile(r"(?i)\[!(?:note|tip|important|warning|caution)\][ \t]*\\?")  # a GitHub alert's marker line
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -439,6 +440,9 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
         lead = m.group(0)
         offsets[0] = m.end()
     first = inline.map[0]
+    marker = src.text[offsets[0]: src.starts[first + 1]] if len(offsets) > 1 else ""
+    if _ALERT.fullmatch(marker.rstrip("\r\n")):  # "> [!NOTE]": the alert's text starts on the next line
+        lead, offsets, first = marker.rstrip("\r\n") + "\n", offsets[1:], first + 1
     n = len(offsets)
     last_body = src.bodies[first + n - 1].rstrip(" \t")
     start, end = offsets[0], src.starts[first + n - 1] + len(last_body)
