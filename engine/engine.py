@@ -292,7 +292,7 @@ class Engine:
                 self._complete(seq, reason)
         except Exception as e:
             log.exception("request %s failed", seq.request.id)
-            self._fail(seq, RequestFailed(f"{type(e).__name__}: {e}"))
+            self._fail(seq, e if isinstance(e, InvalidRequest) else RequestFailed(f"{type(e).__name__}: {e}"))
 
     def _advance(self, seq: Sequence, token: int) -> str | None:
         """Emit the token's text; return a finish reason if the request is done."""

@@ -108,10 +108,12 @@ def _pieces(vocab, tokens: range) -> list[bytes]:
 
 
 class Matcher:
-    """Grammar state of one sequence. Used by the engine thread only."""
+    """Grammar state of one sequence. Used by the engine thread only. Its errors
+    are InvalidRequest naming param: the same grammar fails the same way anywhere."""
 
-    def __init__(self, ll_matcher, tok: Tokenizer):
+    def __init__(self, ll_matcher, tok: Tokenizer, param: str = "grammar"):
         self._m = ll_matcher
+        self._param = param
         self._n_vocab = tok.n_vocab
         self._eog = frozenset(tok.eog_ids)
         self._eog_idx = np.array(tok.eog_ids, dtype=np.int64)
@@ -126,19 +128,22 @@ class Matcher:
             return self._m.is_accepting()
         return self._m.validate_tokens([token]) == 1
 
+    def _error(self, what: str) -> InvalidRequest:
+        return InvalidRequest(f"{what}: {self._m.get_error().splitlines()[0]}", param=self._param)
+
     def consume(self, token: int) -> None:
         if token in self._eog:
             if not self._m.is_accepting():
-                raise ValueError("end of generation before the grammar is complete")
+                raise InvalidRequest("end of generation before the grammar is complete", param=self._param)
             self._ended = True
-        elif not self._m.consume_token(token):
-            raise ValueError(f"token {token} rejected by the grammar: {self._m.get_error()}")
+        elif not self._m.consume_token(token):  # e.g. a parser limit: 20,000 alternatives in one rule
+            raise self._error(f"token {token} rejected by the grammar")
 
     def mask_logits(self, logits: np.ndarray) -> None:
         """Set logits of every token the grammar forbids now to -inf, in place."""
         self._m.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
         if self._m.is_error():
-            raise ValueError(f"grammar error: {self._m.get_error()}")
+            raise self._error("grammar error")
         allowed = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")
         n = min(len(logits), self._n_vocab)
         allowed[self._eog_idx] = self.is_accepting()
@@ -162,7 +167,8 @@ class CompiledConstraint:
     _template: Any  # llguidance.LLMatcher, copied for each sequence
 
     def matcher(self) -> Matcher:
-        return Matcher(self._template.deep_copy(), self.tokenizer)
+        param = "grammar" if self.constraint.kind in ("gbnf", "lark") else "response_format"
+        return Matcher(self._template.deep_copy(), self.tokenizer, param)
 
 
 def compile_constraint(c: Constraint, tokenizer: Tokenizer) -> CompiledConstraint:

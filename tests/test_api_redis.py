@@ -312,19 +312,21 @@ def _nested_schema(levels: int) -> dict:
 
 
 CYCLE = {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}
+WIDE_GRAMMAR = "root ::= " + " | ".join(f'"w{i}"' for i in range(20000))  # a parser row holds 2,000 items
 
 
 def test_constraints_that_cannot_run_are_400s_alone_and_in_batches(oai, model):
     """A schema nested 300 deep was a 500 (the job record's JSON writer stops at 254
     levels) and, in a batch, stopped every line of its chunk from being queued; a
-    $ref cycle or a grammar no text can start failed at the first token as a server
-    error, retried, then a 500 after ~40 s."""
+    $ref cycle, a grammar no text can start or one past llguidance's parser limits
+    failed at the first token as a server error, retried, then a 500 after ~40 s."""
     def rf(schema):
         return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
 
     for extra, param in [({"response_format": rf(_nested_schema(300))}, "response_format.json_schema.schema"),
                          ({"response_format": rf(CYCLE)}, "response_format"),
-                         ({"extra_body": {"grammar": 'root ::= root "a"'}}, "grammar")]:
+                         ({"extra_body": {"grammar": 'root ::= root "a"'}}, "grammar"),
+                         ({"extra_body": {"grammar": WIDE_GRAMMAR}}, "grammar")]:
         with pytest.raises(openai.BadRequestError) as e:
             oai.chat.completions.create(model=model, messages=MSG, max_tokens=2, **extra)
         assert e.value.body["param"] == param
