@@ -197,3 +197,21 @@ def test_github_alert_marker_line_is_not_part_of_the_segment():
     assert r.text == ("> [!IMPORTANT]  \n> Mit Docker getestet.\n> Aktualisieren\n> \\- Sie diese Datei.\n\n"
                       "> [!NOTE]\n> Achtung.\n")
     assert structure(GFM, r.text) == structure(GFM, text)
+
+
+def test_a_file_that_is_not_utf8_is_an_error_and_writes_nothing(tmp_path, tiny_model_path):
+    """It was parsed as an empty document: an empty output file, reported as fine."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.translate import command
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "latin1.md").write_bytes(b"# Caf\xe9\n")
+    r = CliRunner().invoke(command, [str(tmp_path / "in"), "--to", "de", "--out", str(tmp_path / "out"), "--model",
+                                     str(tiny_model_path), "--no-memory", "--max-tokens", "4", "--json"])
+    assert r.exit_code == 1, r.output
+    report = json.loads(r.stdout[r.stdout.index("{\n"):])
+    assert [f["error"] for f in report["files"]] == ["not UTF-8 text"] and not report["ok"]
+    assert not (tmp_path / "out" / "latin1.md").exists()

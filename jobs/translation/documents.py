@@ -46,6 +46,8 @@ class DocumentResult:
 
 def parse_all(jobs: list[FileJob]) -> None:
     for j in jobs:
+        if j.error:  # unreadable (not UTF-8): never parsed as an empty document
+            continue
         try:
             j.doc = j.fmt.parse(j.text)
         except ValueError as e:
