@@ -138,6 +138,13 @@ def _register(sender, **kwargs) -> None:
         worker._runtime.start()
 
 
+@signals.worker_shutting_down.connect
+def _leave(sig, how, **kwargs) -> None:
+    """Warm shutdown: finish the jobs started here, start no more."""
+    if worker._runtime is not None and how == "Warm":
+        worker._runtime.leave()
+
+
 @signals.worker_shutdown.connect
 def _shutdown(sender, **kwargs) -> None:
     rt = worker._runtime

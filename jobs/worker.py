@@ -79,6 +79,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # notified when a job here is settled
         self._stop = threading.Event()
+        self._leaving = threading.Event()  # warm shutdown: batch messages go back, none is started
         self.reconciler = Reconciler(store, publish, self.name) if publish is not None else None
         loops = [self._heartbeat_loop, self._cancel_loop] + ([self._sweep_loop] if self.reconciler else [])
         self._threads = [threading.Thread(target=f, name=f"llamaq{f.__name__[:-5]}", daemon=True) for f in loops]
@@ -129,10 +130,13 @@ class WorkerRuntime:
                 else:
                     self._waiting += 1
                     # admitted jobs count at once: several messages cannot pass together
-                    while len(self._local) + self._admitted >= self.capacity and not self._stop.is_set():
+                    while (len(self._local) + self._admitted >= self.capacity and not self._stop.is_set()
+                           and not self._leaving.is_set()):
                         self._room.wait(0.5)
                     self._waiting -= 1
-                    if self.publish is not None:
+                    if self.publish is not None and self._leaving.is_set():
+                        take = 0  # for another worker: this one would run it after SIGTERM
+                    elif self.publish is not None:
                         take = min(take, max(1, self.capacity - len(self._local) - self._admitted))
                     self._admitted += take
             if take == 0:
@@ -152,6 +156,11 @@ class WorkerRuntime:
             if priority != "interactive":
                 with self._room:
                     self._admitted -= take
+
+    def leave(self) -> None:
+        """Warm shutdown began: the batch messages still waiting for room go back
+        to their queue. (Called from a signal handler: takes no lock.)"""
+        self._leaving.set()
 
     def drain(self, timeout: float) -> bool:
         """Wait until every job started here is settled (warm shutdown)."""

@@ -606,3 +606,28 @@ def test_a_running_job_is_taken_back_one_sweep_after_its_worker_dies(redis_url):
     time.sleep(1.1)  # w1 dies: its heartbeat lapses
     reconciler.sweep()
     assert (store.get("j1").status, sent) == ("queued", ["j1"])
+
+
+def test_worker_sigterm_finishes_what_it_runs_and_takes_nothing_more(lone_fleet):
+    """Warm shutdown with long jobs running and batch messages waiting in its pool
+    threads for room: the worker finishes the jobs it runs, starts none of the
+    waiting ones (they go back to the queue), and a later worker finishes the batch."""
+    fleet = lone_fleet
+    api = fleet.api.url
+    bid = submit_batch(api, n=12, max_tokens=48, tag="term")
+    wait_done(fleet, bid, 1)
+    victim = fleet.workers.pop()
+    name = victim.name()
+    stopped_at = time.time()
+    victim.proc.send_signal(signal.SIGTERM)
+    victim.proc.wait(timeout=DONE_S)
+    r = fleet.r()
+    late = [j for j in r.lrange(f"llamaq:batch:{bid}:jobs", 0, -1)
+            if r.hget(f"llamaq:job:{j}", "worker") == name
+            and float(r.hget(f"llamaq:job:{j}", "started_at") or 0) > stopped_at + 0.5]
+    assert late == [], "the worker claimed jobs after SIGTERM"
+    assert int(r.hget(f"llamaq:batch:{bid}", "running") or 0) == 0, "it left jobs running"
+    fleet.workers.append(fleet.start_worker())
+    b, took = wait_batch_end([api], bid)
+    report("worker_sigterm_long_jobs", took)
+    assert_exactly_once(fleet, api, b, n=12, tag="term")
