@@ -18,8 +18,9 @@ def event(obj: dict) -> bytes:
 class ChunkWriter:
     """Chunks for one streamed chat ("chat") or completion ("completion") job."""
 
-    def __init__(self, kind: str, job_id: str, model: str, include_usage: bool):
+    def __init__(self, kind: str, job_id: str, model: str, include_usage: bool, n: int = 1):
         self.chat = kind == "chat"
+        self.n = n  # choices: each opens with its role
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + job_id
         self.object = "chat.completion.chunk" if self.chat else "text_completion"
         self.model = model
@@ -45,7 +46,9 @@ class ChunkWriter:
         return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
 
     def start(self) -> bytes:
-        return self._chunk([self._choice("", None, role=True)]) if self.chat else b""
+        if not self.chat:
+            return b""
+        return b"".join(self._chunk([self._choice("", None, i, role=True)]) for i in range(self.n))
 
     def delta(self, text: str, index: int = 0) -> bytes:
         return self._chunk([self._choice(text, None, index)])

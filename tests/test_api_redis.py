@@ -297,6 +297,8 @@ def test_n_choices_for_chat_and_completions(oai, model):
         for c in chunk.choices:
             streamed[c.index] = streamed.get(c.index, "") + (c.delta.content or "")
     assert streamed == {c.index: c.message.content for c in three.choices}
+    roles = {c.index: c.delta.role for chunk in chunks for c in chunk.choices if c.delta.role}
+    assert roles == {0: "assistant", 1: "assistant", 2: "assistant"}  # each choice opens with its role
     r = oai.completions.create(model=model, prompt=["a", "b"], max_tokens=2, n=2)
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
     with pytest.raises(openai.BadRequestError) as e:

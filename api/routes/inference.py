@@ -137,7 +137,7 @@ async def _start_stream(request: Request, st, job_id: str, kind: str, body: dict
             await events.aclose()
             raise job_error(final)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    writer = ChunkWriter(kind, job_id, body["model"], include_usage)
+    writer = ChunkWriter(kind, job_id, body["model"], include_usage, body.get("n") or 1)
     gen = _stream(st, job_id, writer, nxt, events, release)
     return StreamingResponse(gen, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
