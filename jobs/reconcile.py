@@ -97,14 +97,20 @@ class Reconciler:
         look dead until it beats again. Sweeps wait a heartbeat TTL."""
         self._stalled_at = time.monotonic()
 
+    def _stalled(self) -> bool:
+        return time.monotonic() - self._stalled_at < self.store.s.heartbeat_ttl
+
     def sweep(self) -> dict[str, int]:
         """One pass; {} when another process holds the sweep or Redis just restarted,
         failed or stalled."""
         s, r = self.store.s, self.store.r
-        t0 = time.monotonic()
-        if t0 - self._stalled_at < s.heartbeat_ttl:
+        if self._stalled():
             return {}
-        if not r.set(self.lock_key, self.name, nx=True, px=int(max(1.0, s.sweep_interval) * 1000)):
+        t0 = time.monotonic()
+        locked = r.set(self.lock_key, self.name, nx=True, px=int(max(1.0, s.sweep_interval) * 1000))
+        if time.monotonic() - t0 > s.heartbeat_ttl / 2:  # it waited out a Redis stall (a frozen Redis)
+            self.redis_stalled()
+        if not locked or self._stalled():
             return {}
         if int(r.info("server").get("uptime_in_seconds", 0)) < s.heartbeat_ttl:
             return {}  # after a restart, live workers have not beaten yet: they would look dead
@@ -116,8 +122,7 @@ class Reconciler:
         waiting, delivered = message_job_ids(r, queues) if queues else (set(), {})
         names = {row[1] for row in rows if row[0] == "running" and row[1]}
         holdings = self.store.holdings(sorted(names | (self.store.worker_names() if delivered else set())))
-        if time.monotonic() - t0 > s.heartbeat_ttl / 2:  # a Redis stall in this sweep: see redis_stalled
-            self.redis_stalled()
+        if self._stalled():  # this worker's heartbeat just found Redis stalled
             return {}
         carried = waiting | self._held_messages(delivered, holdings)
         gone, fine, resend, counts = [], [], {}, {"requeued": 0, "resent": 0, "failed": 0}
