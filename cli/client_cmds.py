@@ -26,11 +26,20 @@ class Api:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=120)
 
-    def call(self, method: str, path: str, **kw):
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise click.ClickException(f"cannot reach the API at {self.http.base_url}: {e}") from None
+    def call(self, method: str, path: str, outage_s: float = 0, **kw):
+        """outage_s: ask again through an API restart or a Redis outage behind it
+        (no connection, 502/503/504) for this long (for reads only)."""
+        deadline, wait = time.monotonic() + outage_s, 0.5
+        while True:
+            try:
+                r = self.http.request(method, path, **kw)
+                if r.status_code not in (502, 503, 504) or time.monotonic() + wait > deadline:
+                    break
+            except httpx.HTTPError as e:
+                if time.monotonic() + wait > deadline:
+                    raise click.ClickException(f"cannot reach the API at {self.http.base_url}: {e}") from None
+            time.sleep(wait)
+            wait = min(5.0, wait * 2)
         if r.status_code >= 400:
             try:
                 msg = r.json()["error"]["message"]
@@ -81,9 +90,12 @@ def submit(file, endpoint, metadata, wait, api_url, api_key):
         _wait(api, batch["id"])
 
 
+WAIT_OUTAGE_S = 300  # --wait keeps polling through an API or Redis outage this long
+
+
 def _wait(api: Api, batch_id: str) -> dict:
     while True:
-        b = api.call("GET", f"/v1/batches/{batch_id}").json()
+        b = api.call("GET", f"/v1/batches/{batch_id}", outage_s=WAIT_OUTAGE_S).json()
         c = b["request_counts"]
         click.echo(f"{b['status']}: {c['completed']} done, {c['failed']} failed of {c['total']}", err=True)
         if b["status"] in _FINAL:

@@ -518,20 +518,13 @@ def test_redis_losing_its_data_answers_waiting_requests_503(fleet):
         time.sleep(0.1)
 
 
-def test_translate_api_rides_out_an_api_restart(fleet, tmp_path):
-    """`llamaq translate --api URL` while its API is killed -9 and comes back on
-    the same address 3 s later: the client keeps polling its batch through the
-    outage and finishes (before: 'cannot reach', exit 1, the batch orphaned)."""
-    import json
-
-    fleet.ensure()
-    doc = tmp_path / "a.md"
-    doc.write_text("\n\n".join(f"Paragraph {i} is about cats and dogs." for i in range(12)) + "\n")
+def run_cli_through_an_api_restart(fleet: Fleet, args: list[str]) -> tuple[int, bytes, bytes]:
+    """Run `llamaq ARGS...`; once its batch is open, kill -9 the API and start it
+    again on the same address 3 s later. (exit status, stdout, stderr)"""
     r = fleet.r()
     open_before = r.smembers("llamaq:api:batches-open")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "translate", str(doc), "--to", "fr", "--api", fleet.api.url,
-                             "--model", MODEL, "--no-memory", "--max-tokens", "8", "--json"], cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         while not r.smembers("llamaq:api:batches-open") - open_before:
@@ -546,10 +539,38 @@ def test_translate_api_rides_out_an_api_restart(fleet, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return proc.returncode, out, err
+
+
+def test_translate_api_rides_out_an_api_restart(fleet, tmp_path):
+    """`llamaq translate --api URL` while its API is killed -9 and comes back:
+    the client keeps polling its batch through the outage and finishes (before:
+    'cannot reach', exit 1, the batch orphaned)."""
+    import json
+
+    fleet.ensure()
+    doc = tmp_path / "a.md"
+    doc.write_text("\n\n".join(f"Paragraph {i} is about cats and dogs." for i in range(12)) + "\n")
+    rc, out, err = run_cli_through_an_api_restart(fleet, ["translate", str(doc), "--to", "fr", "--api", fleet.api.url,
+                                                          "--model", MODEL, "--no-memory", "--max-tokens", "8",
+                                                          "--json"])
     assert out.strip(), err.decode()[-2000:]
     report = json.loads(out)  # a report, not 'cannot reach'
-    assert proc.returncode == (1 if report["totals"]["failed"] else 0), err.decode()[-2000:]
+    assert rc == (1 if report["totals"]["failed"] else 0), err.decode()[-2000:]
     assert (tmp_path / "a.fr.md").exists() and report["totals"]["unique_segments"] == 12
+
+
+def test_submit_wait_rides_out_an_api_restart(fleet, tmp_path):
+    """`llamaq submit FILE --wait` keeps polling through an API restart and ends
+    with the batch (before: 'cannot reach the API', exit 1)."""
+    fleet.ensure()
+    lines = [{"custom_id": f"w-{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": MODEL, "messages": [{"role": "user", "content": f"Hi {i}"}], "max_tokens": 16}}
+             for i in range(16)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    rc, out, err = run_cli_through_an_api_restart(fleet, ["submit", str(path), "--wait", "--api", fleet.api.url])
+    assert rc == 0 and err.decode().splitlines()[-1].startswith("completed: 16 done"), err.decode()[-2000:]
 
 
 def test_redis_restarted_empty_the_api_says_its_batches_and_jobs_were_lost(fleet):
