@@ -42,7 +42,7 @@ _SAMPLING_KEYS = ("model", "max_tokens", "temperature", "top_p", "top_k", "min_p
 
 def _sampling_fields(req: schemas.Sampling) -> dict:
     out: dict[str, Any] = {k: getattr(req, k) for k in _SAMPLING_KEYS}
-    if getattr(req, "max_completion_tokens", None) is not None:
+    if isinstance(req, schemas.ChatRequest) and req.max_completion_tokens is not None:  # elsewhere an ignored extra
         out["max_tokens"] = req.max_completion_tokens
     if req.stop is not None:
         out["stop"] = [s for s in ([req.stop] if isinstance(req.stop, str) else req.stop) if s]

@@ -339,3 +339,10 @@ def test_constraints_that_cannot_run_are_400s_alone_and_in_batches(oai, model):
     b, _ = wait_batch(oai, b.id, timeout=60)
     assert b.status == "completed" and (b.request_counts.completed, b.request_counts.failed) == (1, 2)
     assert sorted(e["custom_id"] for e in read_lines(oai, b.error_file_id)) == ["cycle", "deep"]
+
+
+def test_a_chat_only_field_on_completions_is_ignored_as_unknown(oai, model):
+    """max_completion_tokens is chat's: on a completion, an unknown field like any
+    other; it was read as max_tokens (a 400 naming max_tokens, or a silent limit)."""
+    r = oai.completions.create(model=model, prompt="hi", max_tokens=2, extra_body={"max_completion_tokens": "many"})
+    assert r.usage.completion_tokens <= 2
