@@ -215,3 +215,15 @@ def test_a_file_that_is_not_utf8_is_an_error_and_writes_nothing(tmp_path, tiny_m
     report = json.loads(r.stdout[r.stdout.index("{\n"):])
     assert [f["error"] for f in report["files"]] == ["not UTF-8 text"] and not report["ok"]
     assert not (tmp_path / "out" / "latin1.md").exists()
+
+
+def test_po_plural_entry_is_written_whole_or_not_at_all():
+    """One form failed (kept in source) and the other translated: the entry stays
+    untranslated; it got an English msgstr[1] (Gemma on Django's djangojs.po)."""
+    po = format_named("po")
+    src = 'msgid "%s hour ahead"\nmsgid_plural "%s hours ahead"\nmsgstr[0] ""\nmsgstr[1] ""\n'
+    doc = po.parse(src)
+    r = po.render(doc, ["%s Stunde voraus", "%s hours ahead"])
+    assert r.text == src and list(r.rejected) == [0]
+    r = po.render(doc, ["%s Stunde voraus", "%s Stunden voraus"])
+    assert r.text.endswith('msgstr[0] "%s Stunde voraus"\nmsgstr[1] "%s Stunden voraus"\n') and r.rejected == {}

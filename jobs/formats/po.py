@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .base import Document, Format, line_runs, translatable
+from .base import Document, Format, UnsafeTranslation, line_runs, translatable
 
 _KEYWORD = re.compile(r'^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(".*")\s*$')
 _CONT = re.compile(r'^\s*(".*")\s*$')
@@ -96,12 +96,8 @@ class PoFormat(Format):
             cut = (lambda s: s.rstrip("\r\n")) if raw == raw.rstrip("\r\n") else (lambda s: s)
             note = e.fields.get("msgctxt", "")
             if "msgid_plural" in e.fields:
-                n = max(e.nstr, nplurals)
-                doc.add_multi(
-                    [e.fields["msgid"], e.fields["msgid_plural"]], raw, note=note,
-                    encode=lambda one, many, n=n, cut=cut: cut("".join(
-                        msgstr_lines(f"msgstr[{k}]", one if k == 0 and n > 1 else many, eol) for k in range(n))),
-                )
+                forms = (e.fields["msgid"], e.fields["msgid_plural"])
+                doc.add_multi(list(forms), raw, note=note, encode=_plural_encoder(forms, max(e.nstr, nplurals), cut, eol))
             else:
                 doc.add(e.fields["msgid"], raw=raw, note=note,
                         encode=lambda t, cut=cut: cut(msgstr_lines("msgstr", t, eol)))
@@ -110,6 +106,14 @@ class PoFormat(Format):
 
     def skeleton(self, text: str) -> list[tuple]:
         return po_skeleton(text)
+
+
+def _plural_encoder(forms: tuple[str, str], n: int, cut, eol: str):
+    def encode(one: str, many: str) -> str:
+        if (one == forms[0]) != (many == forms[1]):  # one form failed (kept in source): no half-English entry
+            raise UnsafeTranslation("the other plural form is untranslated")
+        return cut("".join(msgstr_lines(f"msgstr[{k}]", one if k == 0 and n > 1 else many, eol) for k in range(n)))
+    return encode
 
 
 _LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
