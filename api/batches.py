@@ -68,8 +68,11 @@ class BatchManager:
         return out
 
     def _sweep_loop(self) -> None:
+        reconcile = getattr(self.machine.backend, "reconcile", None)  # jobs of dead workers (RedisBackend)
         while not self._stop.is_set():
             try:
+                if reconcile is not None:
+                    reconcile()
                 self.machine.sweep(self._stop)
             except Exception as e:  # the store unreachable: try again next time
                 log.warning("batch sweep: %s: %s", type(e).__name__, e)

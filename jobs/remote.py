@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import redis
 from . import kinds
 from .celery_app import make_app
 from .errors import JobLost, JobNotFound, error_dict
+from .reconcile import Reconciler
 from .record import PRIORITIES, TERMINAL, JobRecord, Recent, new_job_id
 from .settings import Settings, model_name_for
 from .store import JobStore, NewJob
@@ -100,6 +103,10 @@ class RedisBackend:
         self._workers: list[dict] = []
         self._workers_at = 0.0
         self._submitted = Recent()  # the jobs submitted here: one Redis lost is failed job_lost, not unknown
+        self._reconciler = Reconciler(self.store, lambda ids, model, priority: send_jobs(self.celery, ids, model,
+                                                                                        priority),
+                                      f"api:{socket.gethostname()}:{os.getpid()}")
+        self._alone_since: float | None = None  # since when no worker has been alive (reconcile)
 
     # ------------------------------------------------------------ workers and models
     def workers(self) -> list[dict]:
@@ -265,6 +272,25 @@ class RedisBackend:
 
     def batch_job_ids(self, batch_id: str) -> list[str]:
         return self.store.batch_job_ids(batch_id)
+
+    def reconcile(self) -> None:
+        """A reconciler sweep (jobs/reconcile.py) from this process, once no worker
+        has been alive for a heartbeat TTL: no worker sweeps then, and a dead
+        worker's job would show running until one came. (While workers live their
+        sweeps do it: their own heartbeats tell them a stalled Redis from a dead
+        worker, and after a Redis freeze live workers beat again within the TTL.)"""
+        try:
+            alone = not self.workers()
+        except redis.RedisError:
+            alone = False
+        now = time.monotonic()
+        self._alone_since = (self._alone_since or now) if alone else None
+        if self._alone_since is None or now - self._alone_since < self.settings.heartbeat_ttl:
+            return
+        try:
+            self._reconciler.sweep()
+        except redis.RedisError:
+            self._reconciler.redis_stalled()
 
     # ------------------------------------------------------------ health
     def health(self) -> dict:

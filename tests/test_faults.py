@@ -652,3 +652,27 @@ def test_worker_sigterm_finishes_what_it_runs_and_takes_nothing_more(lone_fleet)
     b, took = wait_batch_end([api], bid)
     report("worker_sigterm_long_jobs", took)
     assert_exactly_once(fleet, api, b, n=12, tag="term")
+
+
+def test_a_job_whose_only_worker_died_is_queued_again_with_no_worker_left(lone_fleet):
+    """kill -9 of the only worker while a job runs: no worker is left to sweep,
+    so the API's sweep takes the job back (queued, its detail saying no worker
+    serves the model) within the documented bound (2 x heartbeat TTL + sweep), instead of showing it running
+    on a dead worker until some worker comes; a new worker then runs it."""
+    fleet = lone_fleet
+    api = fleet.api.url
+    jid = httpx.post(f"{api}/v1/jobs", json={"endpoint": "/v1/completions", "body": {
+        "model": MODEL, "prompt": "Long:", "max_tokens": 2000, "ignore_eos": True}}, timeout=30).json()["id"]
+    deadline = time.monotonic() + 30
+    while (_get(f"{api}/v1/jobs/{jid}") or {}).get("status") != "running":
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    fleet.workers.pop().kill()
+    # 2 x heartbeat TTL + sweep interval here (9 s), and room for a loaded machine
+    deadline = time.monotonic() + 25
+    while (job := _get(f"{api}/v1/jobs/{jid}") or {}).get("status") != "queued":
+        assert time.monotonic() < deadline, f"still {job.get('status')} on its dead worker"
+        time.sleep(0.2)
+    assert "no worker serves" in (job.get("detail") or ""), job
+    fleet.workers.append(fleet.start_worker())
+    assert_jobs_succeeded(api, [jid])
