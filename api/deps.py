@@ -56,10 +56,14 @@ def current_owner(request: Request) -> str:
     return owner_of_key(token)
 
 
+_READ_AS_JSON = ("", "application/json", "application/x-www-form-urlencoded")
+
+
 def _check_json_type(request: Request) -> None:
-    """415 for a body declared as another media type; one with none declared is read as JSON."""
+    """415 for a body declared as another media type. One with none declared, or with
+    curl's default for `-d` (a form type), is read as JSON: `curl -d '{...}'` works."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+    if ctype not in _READ_AS_JSON and not ctype.endswith("+json"):
         raise unsupported_media_type(f"Content-Type {ctype!r} is not supported here; send the body as "
                                      "application/json")
 

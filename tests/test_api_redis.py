@@ -240,9 +240,12 @@ def test_a_batch_line_for_a_model_nobody_serves_fails_alone(oai, model):
 
 def test_a_body_declared_as_another_media_type_is_a_415(base_url, model):
     body = orjson.dumps({"model": model, "messages": MSG, "max_tokens": 2})
-    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+    for ctype in ("text/plain", "multipart/form-data; boundary=x", "application/xml"):
         r = httpx.post(f"{base_url}/v1/chat/completions", content=body, headers={"content-type": ctype})
         assert _error(r, 415)["code"] == "unsupported_media_type"
+    curl_d = httpx.post(f"{base_url}/v1/chat/completions", content=body, timeout=60,  # what `curl -d` sends
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert curl_d.status_code == 200 and curl_d.json()["object"] == "chat.completion"
     r = httpx.post(f"{base_url}/v1/files", json={"purpose": "batch"})  # an upload is a form: 400 names it
     assert _error(r, 400)["param"] == "file"
     undeclared = httpx.post(f"{base_url}/v1/chat/completions", content=body, timeout=60)
