@@ -92,9 +92,9 @@ class Reconciler:
         self._stalled_at = float("-inf")
 
     def redis_stalled(self) -> None:
-        """Redis just failed or answered late (this worker's heartbeat or sweep): the
-        other workers' heartbeats may have lapsed meanwhile, and a live worker would
-        look dead until it beats again. Sweeps wait a heartbeat TTL."""
+        """Redis just failed this worker's heartbeat or sweep, or kept a sweep waiting:
+        the other workers' heartbeats may have lapsed meanwhile, and a live worker
+        would look dead until it beats again. Sweeps wait a heartbeat TTL."""
         self._stalled_at = time.monotonic()
 
     def _stalled(self) -> bool:

@@ -291,16 +291,12 @@ class WorkerRuntime:
                 log.critical("the engine is dead; stopping this worker")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            t0 = time.monotonic()
             try:
                 self._beat()
             except redis.RedisError as e:
                 log.warning("heartbeat failed: %s", e)
-            else:
-                if time.monotonic() - t0 < period:
-                    continue
-            if self.reconciler is not None:  # failed or late: other workers' beats too
-                self.reconciler.redis_stalled()
+                if self.reconciler is not None:  # the other workers' beats failed too
+                    self.reconciler.redis_stalled()
 
     def _cancel_loop(self) -> None:
         while not self._stop.wait(CANCEL_POLL_S):
