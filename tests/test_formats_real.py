@@ -91,7 +91,18 @@ def test_mkdocs_admonition_keeps_its_type_and_its_body():
             '??? warning\n\n    A collapsed body.\n\nAfter the notes.\n')
     out = translated(text)
     assert admonitions(MKDOCS, out) == admonitions(MKDOCS, text)
-    assert '!!! note "zzread zzthis zzfirst"\n    zzthe zzbody of zzthe zznote\n    zzgoes on zzhere.\n' in out
+    assert '!!! note "Read this first"\n    zzthe zzbody of zzthe zznote\n    zzgoes on zzhere.\n' in out
+
+
+def test_admonition_marker_line_is_not_part_of_the_segment():
+    """Shown '⟦1⟧ "Before you start"\nMake sure...', Gemma 3 270M answered the first
+    line only: the admonition lost its body. The model sees the body alone."""
+    text = '!!! note "Before you start"\n    Make sure Python 3.10\n    or newer is installed.\n\n:::tip Advice\nUse a venv.\n:::\n'
+    doc = MD.parse(text)
+    assert [s.text for s in doc.segments] == ["Make sure Python 3.10\nor newer is installed.", "Use a venv."]
+    r = MD.render(doc, ["Python 3.10 oder neuer\nmuss installiert sein.", "Nimm ein venv."])
+    assert r.text == ('!!! note "Before you start"\n    Python 3.10 oder neuer\n    muss installiert sein.\n\n'
+                      ":::tip Advice\nNimm ein venv.\n:::\n") and r.rejected == {}
 
 
 def test_colon_fence_admonitions_keep_their_type():

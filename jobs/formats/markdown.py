@@ -42,7 +42,10 @@ _YAML_TYPED = re.compile(r"(?i)y|n|yes|no|true|false|on|off|null|~|[-+.]?\d[\w.:
 _SHORT_REF = re.compile(r"(?<![\]\\])\[((?:[^\[\]\\]|\\.)+)\](?:\[\])?(?![\[(])")  # [text][] or [text]
 _MYST_TARGET = re.compile(r"\([^\n]+\)=")  # "(install-guide)=", "(SSL Certificate Verification)=": a MyST label
 _AUTODOC = re.compile(r":::[ \t]+[\w.-]+[ \t]*(?:\r?\n[ \t]+\S[^\r\n]*)*")  # "::: pkg.Class" + indented YAML: mkdocstrings
-_ALERT = re.compile(r"(?i)\[!(?:note|tip|important|warning|caution)\][ \t]*\\?")  # a GitHub alert's marker line
+# A line that opens a block, its text on the next lines: a GitHub alert ("> [!NOTE]"), an MkDocs
+# admonition ('!!! note "Title"'), a Docusaurus or markdown-it-container block (":::tip Title").
+_MARKER_LINE = re.compile(r"(?i:\[!(?:note|tip|important|warning|caution)\][ \t]*\\?)"
+                          r"|(?:!!!|\?\?\?\+?|:{3,})[ \t]*[^\s:][^\r\n]*")
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
 _CLOSING_HASHES = re.compile(r"(^|[ \t])(#+)$")
@@ -384,6 +387,11 @@ def _spaced(lines: list[str]) -> list[str]:
             for k, ln in enumerate(lines)]
 
 
+def _line_end(src: _Source, line: int) -> int:
+    """Where a line's text ends (trailing blanks and line ending excluded)."""
+    return src.starts[line] + len(src.bodies[line].rstrip(" \t"))
+
+
 def _locate(src: _Source, first: int, content: str) -> list[int] | None:
     """Offset where each content line starts in the source, or None when the
     source lines do not end in the content lines (tabs in odd places)."""
@@ -440,9 +448,15 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
         lead = m.group(0)
         offsets[0] = m.end()
     first = inline.map[0]
-    marker = src.text[offsets[0]: src.starts[first + 1]] if len(offsets) > 1 else ""
-    if _ALERT.fullmatch(marker.rstrip("\r\n")):  # "> [!NOTE]": the alert's text starts on the next line
-        lead, offsets, first = marker.rstrip("\r\n") + "\n", offsets[1:], first + 1
+    if _AUTODOC.fullmatch(src.text[offsets[0]: _line_end(src, first + len(offsets) - 1)]):
+        return []
+    marker = src.text[offsets[0]: src.starts[first + 1]].rstrip("\r\n") if len(offsets) > 1 else ""
+    if _MARKER_LINE.fullmatch(marker):  # "> [!NOTE]", "!!! note": the block's text starts on the next line
+        lead, offsets, first = marker + "\n", offsets[1:], first + 1
+    tail = ""  # a closing ":::" line: verbatim too
+    closing = src.text[offsets[-1]: _line_end(src, first + len(offsets) - 1)]
+    if len(offsets) > 1 and re.fullmatch(r":{3,}", closing):
+        tail, offsets = "\n" + closing, offsets[:-1]
     n = len(offsets)
     last_body = src.bodies[first + n - 1].rstrip(" \t")
     start, end = offsets[0], src.starts[first + n - 1] + len(last_body)
@@ -460,7 +474,7 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
             piece = stripped
         pieces.append(piece)
     text = "\n".join(pieces)
-    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text) or _AUTODOC.fullmatch(src.text[start:end]):
+    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text):
         return []
     prefix = src.text[src.starts[first]: offsets[0]]
     joiner = src.eol + _continuation_of(src, first, offsets, _continuation(prefix))
@@ -470,7 +484,7 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
 
     def encode(t: str) -> str:
         return joiner.join(written(_fit_lines(_lines(t), lambda ls: region.fits(
-            k, start, end, joiner.join(written(ls)), lead + "\n".join(written(ls))))))
+            k, start, end, joiner.join(written(ls)), lead + "\n".join(written(ls)) + tail))))
 
     return [_cut(region, start, end, text, src.text[start:end], encode, note)]
 
