@@ -46,7 +46,7 @@ _LATEX_ENV = r"\\begin\{(?P<env>[A-Za-z]+\*?)\}.*?\\end\{(?P=env)\}"  # \begin{e
 # Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]"),
 # GitHub alert markers ("> [!NOTE]"), admonition types, site generators' syntax, LaTeX environments,
 # HTML comments.
-_MD_OPAQUE = MATH + "|" + _LATEX_ENV + "|" + _ADMONITION + "|" + _SITE + r"|<!--.*?-->|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])?(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+_MD_OPAQUE = MATH + "|" + _LATEX_ENV + "|" + _ADMONITION + "|" + _SITE + r"|<!--.*?-->|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])??(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
 # Opaque in HTML runs: inline code-like elements with their content.
 _HTML_OPAQUE = r"<(?P<el>code|kbd|samp)\b[^>]*>.*?</(?P=el)\s*>"
 

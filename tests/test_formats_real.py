@@ -248,3 +248,13 @@ def test_an_html_comment_inside_a_paragraph_is_masked():
     [r] = translate_documents([FileJob("doc.md", text, MD)], Translator(words, tgt="de"))
     assert r.text == "zzinstall zzthe zzpackage zzfirst. <!-- TODO: add the link --> zzthen zzrun it.\n"
     assert words.calls == 1  # on the first try
+
+
+def test_one_character_code_spans_are_masked_alone():
+    """Rust's release notes: "`?` with `Option`" was one masked run ("`?` with `") and
+    `Option`'s content was shown to the model, translated, and the segment failed."""
+    from jobs.placeholders import find, protect
+
+    text = "Use `?` with `Option` and `_` as `x` here."
+    assert find(text, "md") == ["`?`", "`Option`", "`_`", "`x`"]
+    assert protect(text, "md").text == "Use ⟦1⟧ with ⟦2⟧ and ⟦3⟧ as ⟦4⟧ here."
