@@ -662,7 +662,7 @@ def test_a_job_whose_only_worker_died_is_queued_again_with_no_worker_left(lone_f
     fleet = lone_fleet
     api = fleet.api.url
     jid = httpx.post(f"{api}/v1/jobs", json={"endpoint": "/v1/completions", "body": {
-        "model": MODEL, "prompt": "Long:", "max_tokens": 2000, "ignore_eos": True}}, timeout=30).json()["id"]
+        "model": MODEL, "prompt": "Long:", "max_tokens": 600, "ignore_eos": True}}, timeout=30).json()["id"]
     deadline = time.monotonic() + 30
     while (_get(f"{api}/v1/jobs/{jid}") or {}).get("status") != "running":
         assert time.monotonic() < deadline, "the job did not start"
