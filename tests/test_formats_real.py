@@ -258,3 +258,11 @@ def test_one_character_code_spans_are_masked_alone():
     text = "Use `?` with `Option` and `_` as `x` here."
     assert find(text, "md") == ["`?`", "`Option`", "`_`", "`x`"]
     assert protect(text, "md").text == "Use ⟦1⟧ with ⟦2⟧ and ⟦3⟧ as ⟦4⟧ here."
+
+
+def test_myst_comment_lines_are_not_prose():
+    text = "% A comment for the docs' maintainers\n% on two lines\n\nSome words here.\n"
+    doc = MD.parse(text)
+    assert [s.text for s in doc.segments] == ["Some words here."]
+    out = translated(text)
+    assert structure(MYST, out) == structure(MYST, text)

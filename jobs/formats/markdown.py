@@ -474,8 +474,8 @@ def _block(src: _Source, region: _Region, k: int, inline: Token, note: str, task
             piece = stripped
         pieces.append(piece)
     text = "\n".join(pieces)
-    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text):
-        return []
+    if not translatable(text, "md") or _MYST_TARGET.fullmatch(text) or all(p.startswith("%") for p in pieces):
+        return []  # not prose: a MyST label, MyST comment lines
     prefix = src.text[src.starts[first]: offsets[0]]
     joiner = src.eol + _continuation_of(src, first, offsets, _continuation(prefix))
 
