@@ -134,3 +134,23 @@ def test_length_bounds_know_cjk_is_dense():
     long_ja = "ボタンをクリックして変更を保存します。" * 3
     assert problems("Click the button to save your changes.", long_ja, "text", tgt="ja")
     assert problems("Click the button to save your changes.", "ボタンをクリックして変更を保存します。", "text", tgt="ja") == []
+
+
+@pytest.mark.parametrize("source,output,tgt", [
+    ("Install the tool.", "Deutsch: Installieren Sie das Werkzeug.", "de"),  # the target's own name
+    ("Install the tool.", "**English:** Install the tool.\nInstallez l'outil.", "fr"),
+    ("Install the tool.", "Installez l'outil.\nEspañol: Instale la herramienta.", "fr"),  # any language
+    ("Install the tool.", "日本語：ツールをインストールします。", "ja"),
+])
+def test_a_language_label_line_is_prompt_text(source, output, tgt):
+    """A model copying the few-shot layout labels its line with a language, not only
+    the prompt's own two: from any source language, in English or in its own name."""
+    v = Verifier(None, tgt, PromptBuilder(None, tgt, Glossary(), "base").leaks())
+    got = v.problems(source, output, "md", "stop")
+    assert any("language label" in p for p in got), got
+
+
+def test_a_document_with_language_label_lines_keeps_them():
+    v = Verifier(None, "de", PromptBuilder(None, "de", Glossary(), "base").leaks())
+    assert v.problems("English: yes\nFrench: no", "English: ja\nFrench: nein", "md", "stop") == []
+    assert v.problems("Available in English: yes", "Verfügbar auf Englisch: ja", "md", "stop") == []

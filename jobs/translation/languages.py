@@ -12,6 +12,16 @@ NAMES = {
     "ro": "Romanian", "bg": "Bulgarian", "ca": "Catalan", "fa": "Persian", "ms": "Malay",
 }
 
+# What languages call themselves: a model labels a line with these too ("Deutsch: ...").
+NATIVE = {
+    "ja": "日本語", "de": "Deutsch", "fr": "Français", "es": "Español", "it": "Italiano", "pt": "Português",
+    "ru": "Русский", "zh": "中文", "ko": "한국어", "nl": "Nederlands", "pl": "Polski", "sv": "Svenska",
+    "da": "Dansk", "fi": "Suomi", "no": "Norsk", "cs": "Čeština", "tr": "Türkçe", "uk": "Українська",
+    "ar": "العربية", "he": "עברית", "hi": "हिन्दी", "id": "Bahasa Indonesia", "vi": "Tiếng Việt",
+    "th": "ไทย", "el": "Ελληνικά", "hu": "Magyar", "ro": "Română", "bg": "Български", "ca": "Català",
+    "fa": "فارسی", "ms": "Bahasa Melayu",
+}
+
 # The same sentences in several languages (a short label among them: a lone word is a
 # segment too); few-shot pairs for base models and worked examples for chat models.
 EXAMPLES = {
@@ -41,3 +51,8 @@ def examples(code: str | None) -> list[str] | None:
         return None
     c = code.strip().lower().replace("_", "-")
     return EXAMPLES.get(c) or EXAMPLES.get(c.split("-")[0])
+
+
+def label_names() -> list[str]:
+    """Every language name a model may put before a translation: English and native."""
+    return sorted(set(NAMES.values()) | set(NATIVE.values()), key=len, reverse=True)

@@ -25,6 +25,7 @@ from mdit_py_plugins.footnote import footnote_plugin
 
 from jobs.placeholders import check as placeholder_problems
 from jobs.placeholders import without_placeholders
+from . import languages
 
 _MD = MarkdownIt("commonmark").enable(["table", "strikethrough"]).use(footnote_plugin)
 
@@ -236,8 +237,16 @@ def _norm(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
+# A line that opens with a language's name, the way a few-shot prompt's lines do.
+_LANGUAGE_LABEL = re.compile(
+    rf"^\s*(?:\*\*)?(?:{'|'.join(map(re.escape, languages.label_names()))})(?:\*\*)?\s*[:：]",
+    re.MULTILINE | re.IGNORECASE)
+
+
 def leak_problems(source: str, output: str, leaks: Leaks) -> list[str]:
     problems = []
+    if len(_LANGUAGE_LABEL.findall(output)) > len(_LANGUAGE_LABEL.findall(source)):
+        problems.append(f"language label {_LANGUAGE_LABEL.findall(output)[0].strip()!r} in output")
     for label in leaks.labels:
         pat = re.compile(rf"(?<!\w){re.escape(label)}\s*[:：]")
         if len(pat.findall(output)) > len(pat.findall(source)):
