@@ -164,6 +164,10 @@ def test_prompts_share_the_instructions_and_end_with_the_segment():
     ("```\nHallo\n```", "Hello", "Hallo"),
     ("Zeile eins\nZeile zwei", "Line one\nline two", "Zeile eins\nZeile zwei"),
     ('"Quoted" stays', '"Quoted" stays', '"Quoted" stays'),
+    ("1. 1. Eine Datei anlegen", "Create a file", "Eine Datei anlegen"),  # an item's number, repeated
+    ("2) Eine Datei anlegen", "Create a file", "Eine Datei anlegen"),
+    ("1. Schritt: anlegen", "1. Step: create", "1. Schritt: anlegen"),  # the source has it
+    ("2020. Ein gutes Jahr", "2020 was a good year", "2020. Ein gutes Jahr"),  # a year, not a number
 ])
 def test_output_hygiene(raw, source, expected):
     assert clean(raw, source, "Japanese" if "こん" in raw else "German") == expected

@@ -10,6 +10,8 @@ _EXPLAIN = re.compile(
     r"alternatively|this (?:translates|means|translation))\b|---+\s*$|\(.*(?:literally|translation).*\)\s*$)",
     re.IGNORECASE,
 )
+# List numbers a model puts before an item's text (the item's marker is not in the segment).
+_NUMBERED = re.compile(r"^(?:\d{1,2}[.)][ \t]+)+")
 _QUOTES = [('"', '"'), ("“", "”"), ("«", "»"), ("「", "」"), ("'", "'"), ("„", "“")]
 
 
@@ -21,6 +23,8 @@ def clean(output: str, source: str, target_name: str, labels: tuple[str, ...] | 
         rf"^(?:\*\*)?(?:{re.escape(target_name)}(?: translation)?|translation|translated text|output)"
         r"(?:\*\*)?\s*[:：]\s*", re.IGNORECASE)
     t = label.sub("", t, count=1).strip()
+    if not _NUMBERED.match(source.lstrip()):  # "1. 1. Créer ..." for an item's text
+        t = _NUMBERED.sub("", t, count=1)
     if t.startswith("```") and not source.lstrip().startswith("```"):
         t = re.sub(r"^```[^\n]*\n?|\n?```\s*$", "", t).strip()
     if labels:
