@@ -136,6 +136,14 @@ def test_length_bounds_know_cjk_is_dense():
     assert problems("Click the button to save your changes.", "ボタンをクリックして変更を保存します。", "text", tgt="ja") == []
 
 
+def test_a_cjk_target_answered_in_the_source_script_is_sized_as_such():
+    """The first sentence copied and the rest dropped is a third of the source: short for
+    Latin text, though Japanese would be that dense."""
+    source = "The worker stores the results. Then it sends a report to every user. Finally it cleans up."
+    assert any("too short" in p for p in problems(source, "The worker stores the results.", "text", tgt="ja"))
+    assert problems("Open LLaMA Studio", "Open LLaMA Studio", "text", tgt="ja") == []  # a name stays
+
+
 @pytest.mark.parametrize("source,output,tgt", [
     ("Install the tool.", "Deutsch: Installieren Sie das Werkzeug.", "de"),  # the target's own name
     ("Install the tool.", "**English:** Install the tool.\nInstallez l'outil.", "fr"),

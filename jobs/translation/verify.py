@@ -301,6 +301,8 @@ def length_problems(source: str, output: str, markup: str, src: str | None, tgt:
     n_src, n_out = _size(source, markup), _size(output, markup)
     d_src, known_src = _density(src, source)
     d_tgt, known_tgt = _density(tgt, "")
+    if d_tgt < 100 and not _WIDE.search(output):  # a CJK target answered in Latin script is sized as Latin
+        d_tgt = 100
     spread = SPREAD if known_src and known_tgt else SPREAD * 1.3
     expect = n_src * d_tgt / d_src
     lo, hi = expect / spread - SLACK_UNDER, expect * spread + SLACK
