@@ -167,8 +167,12 @@ class CompiledConstraint:
     _template: Any  # llguidance.LLMatcher, copied for each sequence
 
     def matcher(self) -> Matcher:
-        param = "grammar" if self.constraint.kind in ("gbnf", "lark") else "response_format"
-        return Matcher(self._template.deep_copy(), self.tokenizer, param)
+        return Matcher(self._template.deep_copy(), self.tokenizer, _param(self.constraint))
+
+
+def _param(c: Constraint) -> str:
+    """The request field a constraint came from, as its errors name it."""
+    return "grammar" if c.kind in ("gbnf", "lark") else "response_format"
 
 
 def compile_constraint(c: Constraint, tokenizer: Tokenizer) -> CompiledConstraint:
@@ -195,17 +199,17 @@ def _compile(c: Constraint, tok: Tokenizer) -> CompiledConstraint:
     if m.is_error():
         name = "GBNF" if c.kind == "gbnf" else "Lark"
         raise InvalidRequest(f"invalid {name} grammar: {tidy(m.get_error())}", param="grammar")
-    _check_startable(m, schema is not None)
+    _check_startable(m, _param(c))
     return CompiledConstraint(c, tok, notes, m)
 
 
-def _check_startable(m: LLMatcher, is_schema: bool) -> None:
+def _check_startable(m: LLMatcher, param: str) -> None:
     """A grammar no text can start (a $ref cycle, `root ::= root "a"`) compiles, then
     fails at its first token as if the engine had: refused here, as the request's fault."""
     probe = m.deep_copy()
     probe.compute_bitmask()
     if probe.is_error():
-        what, param = ("JSON schema", "response_format") if is_schema else ("grammar", "grammar")
+        what = "grammar" if param == "grammar" else "JSON schema"
         raise InvalidRequest(f"the {what} admits no output ({probe.get_error().splitlines()[0]}): "
                              "check it for rules that only refer to themselves", param=param)
 

@@ -206,9 +206,7 @@ class RedisBackend:
         rec = self._submitted.get(job_id)
         if rec is None or time.time() > rec.created_at + self.settings.result_ttl:
             return None
-        err = JobLost(f"job {job_id} was lost: the queue's Redis no longer has it (restarted without its "
-                      "data); submit it again")
-        return replace(rec, status="failed", finished_at=time.time(), error=err.to_dict())
+        return replace(rec, status="failed", finished_at=time.time(), error=_lost_error(job_id).to_dict())
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         return [self._with_detail(r) for r in self.store.get_many(job_ids)]
@@ -223,8 +221,7 @@ class RedisBackend:
                 rec = self.get(job_id)
                 if rec is None:
                     if existed:
-                        raise JobLost(f"job {job_id} was lost: the queue's Redis no longer has it (restarted "
-                                      "without persistence?); submit it again")
+                        raise _lost_error(job_id)
                     raise JobNotFound(f"no job {job_id!r}", "job_id")
                 existed = True
                 left = None if deadline is None else deadline - time.monotonic()
@@ -314,3 +311,8 @@ class RedisBackend:
     def close(self) -> None:
         self._done.close()
         self.client.close()
+
+
+def _lost_error(job_id: str) -> JobLost:
+    return JobLost(f"job {job_id} was lost: the queue's Redis no longer has it (restarted without its data); "
+                   "submit it again")
