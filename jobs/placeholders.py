@@ -43,10 +43,11 @@ _ADMONITION = r"(?m:^(?:(?:!!!|\?\?\?\+?)[ \t]+(?:[\w-]+(?:[ \t]+[\w-]+)*(?=[ \t
 # ("[[Some Page]]") and table-of-contents markers ("[TOC]" on its own line).
 _SITE = r"\{:?[ \t]*[#.][^{}\n]*\}|\[\[[^\[\]\n]+\]\]|(?im:^\[toc\][ \t]*$)"
 _LATEX_ENV = r"\\begin\{(?P<env>[A-Za-z]+\*?)\}.*?\\end\{(?P=env)\}"  # \begin{equation}...\end{equation}
+GITHUB_ALERT = r"(?i:\[!(?:note|tip|important|warning|caution)\])"  # "> [!NOTE]": an alert's marker
 # Opaque in Markdown: code spans, autolinks, link targets ("](...)"), reference labels ("][x]"),
 # GitHub alert markers ("> [!NOTE]"), admonition types, site generators' syntax, LaTeX environments,
 # HTML comments.
-_MD_OPAQUE = MATH + "|" + _LATEX_ENV + "|" + _ADMONITION + "|" + _SITE + r"|<!--.*?-->|(?i:\[!(?:note|tip|important|warning|caution)\])|(?P<bt>`+)[^`](?:.*?[^`])??(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
+_MD_OPAQUE = MATH + "|" + _LATEX_ENV + "|" + _ADMONITION + "|" + _SITE + "|" + GITHUB_ALERT + r"|<!--.*?-->|(?P<bt>`+)[^`](?:.*?[^`])??(?P=bt)(?!`)|`+[^`]`*|<(?:https?|mailto|ftp):[^>\s]+>|\]\([^()\s]*(?:\([^()]*\)[^()\s]*)*(?:\s+(?:\"[^\"]*\"|'[^']*'))?\)|\]\[[^\]]*\]"
 # Opaque in HTML runs: inline code-like elements with their content.
 _HTML_OPAQUE = r"<(?P<el>code|kbd|samp)\b[^>]*>.*?</(?P=el)\s*>"
 

@@ -29,6 +29,8 @@ from mdit_py_plugins.dollarmath import dollarmath_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 from mdit_py_plugins.front_matter import front_matter_plugin
 
+from jobs.placeholders import GITHUB_ALERT
+
 from .base import Document, Format, Slot, UnsafeTranslation, has_letters, split_lines, translatable
 from .html import HtmlFormat, html_skeleton
 
@@ -44,7 +46,7 @@ _MYST_TARGET = re.compile(r"\([^\n]+\)=")  # "(install-guide)=", "(SSL Certifica
 _AUTODOC = re.compile(r":::[ \t]+[\w.-]+[ \t]*(?:\r?\n[ \t]+\S[^\r\n]*)*")  # "::: pkg.Class" + indented YAML: mkdocstrings
 # A line that opens a block, its text on the next lines: a GitHub alert ("> [!NOTE]"), an MkDocs
 # admonition ('!!! note "Title"'), a Docusaurus or markdown-it-container block (":::tip Title").
-_MARKER_LINE = re.compile(r"(?i:\[!(?:note|tip|important|warning|caution)\][ \t]*\\?)"
+_MARKER_LINE = re.compile(GITHUB_ALERT + r"[ \t]*\\?"
                           r"|(?:!!!|\?\?\?\+?|:{3,})[ \t]*[^\s:][^\r\n]*")
 _TASK = re.compile(r"\[[ xX]\][ \t]+")
 _EOL = re.compile(r"\r\n|\n|\r")
