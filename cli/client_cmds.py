@@ -17,8 +17,17 @@ import click
 import httpx
 import orjson
 
+from jobs.translation.submitters import TRANSIENT_STATUSES, ride_out
+
 DEFAULT_API = "http://127.0.0.1:8000"
 _FINAL = ("completed", "failed", "expired", "cancelled", "succeeded")
+
+
+class _Away(Exception):
+    """A 502/503/504: the API or the Redis behind it is away for now."""
+
+    def __init__(self, response: httpx.Response):
+        self.response = response
 
 
 class Api:
@@ -29,17 +38,18 @@ class Api:
     def call(self, method: str, path: str, outage_s: float = 0, **kw):
         """outage_s: ask again through an API restart or a Redis outage behind it
         (no connection, 502/503/504) for this long (for reads only)."""
-        deadline, wait = time.monotonic() + outage_s, 0.5
-        while True:
-            try:
-                r = self.http.request(method, path, **kw)
-                if r.status_code not in (502, 503, 504) or time.monotonic() + wait > deadline:
-                    break
-            except httpx.HTTPError as e:
-                if time.monotonic() + wait > deadline:
-                    raise click.ClickException(f"cannot reach the API at {self.http.base_url}: {e}") from None
-            time.sleep(wait)
-            wait = min(5.0, wait * 2)
+        def once() -> httpx.Response:
+            r = self.http.request(method, path, **kw)
+            if r.status_code in TRANSIENT_STATUSES:
+                raise _Away(r)
+            return r
+
+        try:
+            r = ride_out(once, outage_s, lambda e: isinstance(e, (_Away, httpx.HTTPError)))
+        except _Away as e:  # still away at the deadline: its answer is the error
+            r = e.response
+        except httpx.HTTPError as e:
+            raise click.ClickException(f"cannot reach the API at {self.http.base_url}: {e}") from None
         if r.status_code >= 400:
             try:
                 msg = r.json()["error"]["message"]

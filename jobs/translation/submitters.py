@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..chat import chat_for
 from .prompts import Prompt
@@ -110,6 +110,20 @@ class ApiError(RuntimeError):
 TRANSIENT_STATUSES = (502, 503, 504)
 
 
+def ride_out(call: Callable[[], Any], outage_s: float, transient: Callable[[Exception], bool]) -> Any:
+    """call(), asked again with a growing pause while it fails transiently (an API
+    restart, a Redis outage behind it), for up to outage_s."""
+    deadline, wait = time.monotonic() + outage_s, 0.5
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            if not transient(e) or time.monotonic() + wait > deadline:
+                raise
+        time.sleep(wait)
+        wait = min(5.0, wait * 2)
+
+
 @dataclass
 class ApiSubmitter:
     """Submits one OpenAI batch to a llamaq API server and polls it."""
@@ -161,16 +175,8 @@ class ApiSubmitter:
 
     def _get(self, path: str, parse=json.loads):
         """A GET repeated through a transient failure, for up to outage_s."""
-        deadline = time.monotonic() + self.outage_s
-        wait = 0.5
-        while True:
-            try:
-                return parse(self._request("GET", path))
-            except ApiError as e:
-                if not e.transient or time.monotonic() + wait > deadline:
-                    raise
-            time.sleep(wait)
-            wait = min(5.0, wait * 2)
+        return ride_out(lambda: parse(self._request("GET", path)), self.outage_s,
+                        lambda e: isinstance(e, ApiError) and e.transient)
 
     def _upload(self, content: bytes) -> str:
         boundary = uuid.uuid4().hex
